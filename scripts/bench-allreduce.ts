@@ -1,0 +1,411 @@
+// Benchmarks the gradient all-reduce on loopback, each rank in its own Node
+// process, against the raw TCP bandwidth between two Node processes.
+//
+//   npx tsc -p . && node dist/scripts/bench-allreduce.js \
+//     [--sizes 11173962,23520842] [--workers 2,4] [--iters 5] [--warmup 2] \
+//     [--algos ring,star] [--chunk 262144] [--out runs/bench-allreduce.json]
+//
+// The same file is the child program: `--role ring-worker|star-worker|tcp-sink|tcp-source`.
+// Reported per all-reduce: time (slowest rank, after an IPC barrier), algbw =
+// gradient bytes / time, busbw = algbw * 2 (N-1) / N (the nccl-tests convention,
+// which is the per-link traffic of an optimal all-reduce; applied to the star too
+// so both are on one scale).
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { availableParallelism, cpus } from 'node:os';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import {
+  connectToStarHub,
+  DEFAULT_CHUNK_ELEMENTS,
+  RingAllReducer,
+  RingEndpoint,
+  StarAllReducer,
+  StarHub,
+  StarHubServer,
+  type AllReducer,
+  type PeerAddress,
+} from '../src/common/allreduce/index.js';
+
+const SCRIPT = fileURLToPath(import.meta.url);
+
+// ---------------------------------------------------------------------------
+// IPC plumbing
+
+type Message = { type: string; [key: string]: unknown };
+
+/** A forked child with a queue of the messages it has sent us. */
+class Child {
+  private readonly inbox: Message[] = [];
+  private waiter: { type: string; resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
+  private exitError: Error | undefined;
+  readonly proc: ChildProcess;
+
+  constructor(readonly name: string, args: string[]) {
+    this.proc = fork(SCRIPT, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc.on('message', (m: Message) => {
+      if (m.type === 'error') return this.fail(new Error(`${name}: ${String(m.message)}`));
+      if (this.waiter && this.waiter.type === m.type) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w.resolve(m);
+      } else {
+        this.inbox.push(m);
+      }
+    });
+    this.proc.on('exit', (code, signal) => {
+      if (code !== 0) this.fail(new Error(`${name} exited with ${signal ?? `code ${code}`}`));
+    });
+  }
+
+  send(m: Message): void {
+    this.proc.send(m);
+  }
+
+  next<T extends Message>(type: string): Promise<T> {
+    const i = this.inbox.findIndex((m) => m.type === type);
+    if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0] as T);
+    if (this.exitError) return Promise.reject(this.exitError);
+    return new Promise((resolve, reject) => {
+      this.waiter = { type, resolve: resolve as (m: Message) => void, reject };
+    });
+  }
+
+  exited(): Promise<void> {
+    if (this.proc.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => this.proc.once('exit', () => resolve()));
+  }
+
+  private fail(err: Error): void {
+    this.exitError ??= err;
+    this.waiter?.reject(err);
+    this.waiter = undefined;
+  }
+}
+
+function toParent(m: Message): void {
+  process.send!(m);
+}
+
+/** The next message from the parent whose type is one of `types`. */
+function fromParent(...types: string[]): Promise<Message> {
+  return new Promise((resolve) => {
+    const onMessage = (m: Message) => {
+      if (!types.includes(m.type)) return;
+      process.off('message', onMessage);
+      resolve(m);
+    };
+    process.on('message', onMessage);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Worker side
+
+/** Integer-valued gradient whose sum over ranks is exact in float32, so the result can be checked. */
+function fillGradient(buf: Float32Array, rank: number): void {
+  for (let i = 0; i < buf.length; i++) buf[i] = ((i * 7 + rank * 13) % 1024) - 512;
+}
+
+function expectedSum(i: number, worldSize: number): number {
+  let s = 0;
+  for (let r = 0; r < worldSize; r++) s += ((i * 7 + r * 13) % 1024) - 512;
+  return s;
+}
+
+/** FNV-1a over the float bits: equal on every rank iff the replicas are bit-identical (with overwhelming probability). */
+function checksum(buf: Float32Array): string {
+  const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.length);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < words.length; i++) h = Math.imul(h ^ words[i], 0x01000193);
+  return (h >>> 0).toString(16);
+}
+
+async function runWorker(reducer: AllReducer, rank: number, worldSize: number, size: number): Promise<void> {
+  const buf = new Float32Array(size);
+  toParent({ type: 'ready' });
+  for (let step = 0; ; step++) {
+    fillGradient(buf, rank); // outside the timed region
+    const cmd = await fromParent('run', 'finish');
+    if (cmd.type === 'finish') break;
+    const t0 = performance.now();
+    await reducer.allReduceSum(buf, step);
+    toParent({ type: 'done', ms: performance.now() - t0 });
+  }
+  // Check the last result: exact values at sampled positions, and a checksum for cross-rank identity.
+  await reducer.allReduceSum(buf, 0xffffffff);
+  let wrong = 0;
+  const stride = Math.max(1, Math.floor(size / 4096));
+  for (let i = 0; i < size; i += stride) if (buf[i] !== expectedSum(i, worldSize)) wrong++;
+  if (size > 0 && buf[size - 1] !== expectedSum(size - 1, worldSize)) wrong++;
+  toParent({ type: 'result', checksum: checksum(buf), wrong });
+  // Leave only when told, so the star hub is closed first and does not see a lost worker.
+  await fromParent('exit');
+  await reducer.close();
+}
+
+async function ringWorker(rank: number, worldSize: number, size: number, chunk: number): Promise<void> {
+  const endpoint = await RingEndpoint.listen({ rank, worldSize });
+  toParent({ type: 'listening', address: endpoint.address });
+  const { prev } = (await fromParent('connect')) as unknown as { prev: PeerAddress };
+  const links = await endpoint.connect(prev);
+  await runWorker(new RingAllReducer(links, { chunkElements: chunk }), rank, worldSize, size);
+}
+
+async function starWorker(rank: number, worldSize: number, size: number, chunk: number): Promise<void> {
+  const { hub } = (await fromParent('connect')) as unknown as { hub: PeerAddress };
+  const link = await connectToStarHub(hub, { rank, worldSize });
+  await runWorker(new StarAllReducer(link, rank, worldSize, { chunkElements: chunk }), rank, worldSize, size);
+}
+
+const TCP_WRITE_BYTES = 1 << 20;
+
+/** Receives `bytes` per round and acknowledges each round with one byte. */
+async function tcpSink(bytes: number): Promise<void> {
+  const server = createServer((socket: Socket) => {
+    let got = 0;
+    socket.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= bytes) {
+        got -= bytes;
+        socket.write(Buffer.of(1));
+      }
+    });
+    socket.on('close', () => server.close());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  toParent({ type: 'listening', port: (server.address() as AddressInfo).port });
+  await new Promise((r) => server.once('close', r));
+}
+
+/** Sends `bytes` per round from one reused buffer (no copies), timing until the sink's ack. */
+async function tcpSource(bytes: number, port: number, rounds: number): Promise<void> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+  socket.setNoDelay(true);
+  const block = Buffer.alloc(TCP_WRITE_BYTES, 0x5a);
+  const times: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const acked = new Promise<void>((r) => socket.once('data', () => r()));
+    const t0 = performance.now();
+    for (let sent = 0; sent < bytes; ) {
+      const n = Math.min(TCP_WRITE_BYTES, bytes - sent);
+      sent += n;
+      if (!socket.write(n === TCP_WRITE_BYTES ? block : block.subarray(0, n))) {
+        await new Promise((r) => socket.once('drain', r));
+      }
+    }
+    await acked;
+    times.push(performance.now() - t0);
+  }
+  socket.end();
+  toParent({ type: 'times', times });
+}
+
+// ---------------------------------------------------------------------------
+// Parent side
+
+interface Stats {
+  medianMs: number;
+  meanMs: number;
+  stdMs: number;
+}
+
+function stats(ms: number[]): Stats {
+  const sorted = [...ms].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
+  const std = Math.sqrt(ms.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, ms.length - 1));
+  return { medianMs: median, meanMs: mean, stdMs: std };
+}
+
+interface Row extends Stats {
+  algo: string;
+  workers: number;
+  elements: number;
+  bytes: number;
+  algbwGBs: number;
+  busbwGBs: number;
+  busbwVsTcp: number;
+  timesMs: number[];
+}
+
+async function measureTcp(bytes: number, rounds: number): Promise<number[]> {
+  const sink = new Child('tcp-sink', ['--role', 'tcp-sink', '--bytes', String(bytes)]);
+  const { port } = await sink.next<{ type: string; port: number }>('listening');
+  const source = new Child('tcp-source', ['--role', 'tcp-source', '--bytes', String(bytes), '--port', String(port), '--rounds', String(rounds)]);
+  const { times } = await source.next<{ type: string; times: number[] }>('times');
+  await Promise.all([sink.exited(), source.exited()]);
+  return times;
+}
+
+async function measureAllReduce(
+  algo: 'ring' | 'star',
+  workers: number,
+  size: number,
+  iters: number,
+  warmup: number,
+  chunk: number,
+): Promise<number[]> {
+  const common = ['--world', String(workers), '--size', String(size), '--chunk', String(chunk)];
+  const children = Array.from(
+    { length: workers },
+    (_, rank) => new Child(`${algo} rank ${rank}`, ['--role', `${algo}-worker`, '--rank', String(rank), ...common]),
+  );
+  let hub: StarHub | undefined;
+  let serving: Promise<void> | undefined;
+  if (algo === 'ring') {
+    const addresses = await Promise.all(children.map((c) => c.next<{ type: string; address: PeerAddress }>('listening')));
+    children.forEach((c, rank) => c.send({ type: 'connect', prev: addresses[(rank - 1 + workers) % workers].address }));
+  } else {
+    // The hub lives in this process, as it lives in the coordinator.
+    const server = await StarHubServer.listen({ worldSize: workers });
+    for (const c of children) c.send({ type: 'connect', hub: server.address });
+    hub = new StarHub(await server.accept());
+    serving = hub.serve();
+    serving.catch(() => {}); // a hub failure also fails the workers, which report it
+  }
+  await Promise.all(children.map((c) => c.next('ready')));
+
+  const times: number[] = [];
+  for (let i = 0; i < warmup + iters; i++) {
+    for (const c of children) c.send({ type: 'run' });
+    const done = await Promise.all(children.map((c) => c.next<{ type: string; ms: number }>('done')));
+    if (i >= warmup) times.push(Math.max(...done.map((d) => d.ms)));
+  }
+  for (const c of children) c.send({ type: 'finish' });
+  const results = await Promise.all(children.map((c) => c.next<{ type: string; checksum: string; wrong: number }>('result')));
+  await hub?.close();
+  await serving;
+  for (const c of children) c.send({ type: 'exit' });
+  await Promise.all(children.map((c) => c.exited()));
+  const wrong = results.reduce((a, r) => a + r.wrong, 0);
+  const sums = new Set(results.map((r) => r.checksum));
+  if (wrong > 0) throw new Error(`${algo} N=${workers} P=${size}: ${wrong} sampled elements have the wrong sum`);
+  if (sums.size !== 1) throw new Error(`${algo} N=${workers} P=${size}: ranks ended with different bits (${[...sums]})`);
+  return times;
+}
+
+function parseList(s: string, what: string): number[] {
+  const values = s.split(',').map((x) => Number(x.trim()));
+  if (values.some((v) => !Number.isInteger(v) || v < 1)) throw new Error(`--${what} must be a comma-separated list of positive integers, got "${s}"`);
+  return values;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      role: { type: 'string' },
+      sizes: { type: 'string', default: '11173962,23520842' },
+      workers: { type: 'string', default: '2,4' },
+      iters: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '2' },
+      algos: { type: 'string', default: 'ring,star' },
+      chunk: { type: 'string', default: String(DEFAULT_CHUNK_ELEMENTS) },
+      out: { type: 'string', default: 'runs/bench-allreduce.json' },
+      // child-only
+      rank: { type: 'string' },
+      world: { type: 'string' },
+      size: { type: 'string' },
+      bytes: { type: 'string' },
+      port: { type: 'string' },
+      rounds: { type: 'string' },
+    },
+  });
+  const chunk = parseList(values.chunk!, 'chunk')[0];
+  if (values.role !== undefined) {
+    const roles: Record<string, () => Promise<void>> = {
+      'ring-worker': () => ringWorker(Number(values.rank), Number(values.world), Number(values.size), chunk),
+      'star-worker': () => starWorker(Number(values.rank), Number(values.world), Number(values.size), chunk),
+      'tcp-sink': () => tcpSink(Number(values.bytes)),
+      'tcp-source': () => tcpSource(Number(values.bytes), Number(values.port), Number(values.rounds)),
+    };
+    const role = roles[values.role];
+    if (!role) throw new Error(`unknown --role ${values.role}`);
+    await role();
+    process.disconnect(); // the IPC channel would otherwise keep the child alive
+    return;
+  }
+
+  const sizes = parseList(values.sizes!, 'sizes');
+  const workerCounts = parseList(values.workers!, 'workers');
+  const iters = parseList(values.iters!, 'iters')[0];
+  const warmup = Number(values.warmup);
+  const algos = values.algos!.split(',').map((a) => a.trim());
+  for (const a of algos) if (a !== 'ring' && a !== 'star') throw new Error(`--algos accepts ring and star, got "${a}"`);
+
+  console.log(`all-reduce benchmark: ${cpus().length} CPUs (${availableParallelism()} usable), node ${process.version}, chunk ${chunk} floats, ${iters} iterations after ${warmup} warm-up`);
+  const tcp: Record<number, Stats & { GBs: number; timesMs: number[] }> = {};
+  const rows: Row[] = [];
+  for (const size of sizes) {
+    const bytes = size * 4;
+    const tcpTimes = await measureTcp(bytes, warmup + iters);
+    const tcpStats = stats(tcpTimes.slice(warmup));
+    tcp[size] = { ...tcpStats, GBs: bytes / tcpStats.medianMs / 1e6, timesMs: tcpTimes.slice(warmup) };
+    console.log(`raw TCP loopback, ${(bytes / 1e6).toFixed(1)} MB one way: ${tcpStats.medianMs.toFixed(1)} ms median = ${tcp[size].GBs.toFixed(2)} GB/s`);
+    for (const workers of workerCounts) {
+      for (const algo of algos as ('ring' | 'star')[]) {
+        const times = await measureAllReduce(algo, workers, size, iters, warmup, chunk);
+        const s = stats(times);
+        const algbw = bytes / s.medianMs / 1e6;
+        const busbw = (algbw * 2 * (workers - 1)) / workers;
+        rows.push({
+          algo,
+          workers,
+          elements: size,
+          bytes,
+          ...s,
+          algbwGBs: algbw,
+          busbwGBs: busbw,
+          busbwVsTcp: busbw / tcp[size].GBs,
+          timesMs: times,
+        });
+        console.log(
+          `${algo.padEnd(4)} N=${workers} ${(bytes / 1e6).toFixed(1).padStart(6)} MB: ` +
+            `median ${s.medianMs.toFixed(1).padStart(7)} ms, mean ${s.meanMs.toFixed(1)} ± ${s.stdMs.toFixed(1)} ms, ` +
+            `algbw ${algbw.toFixed(2)} GB/s, busbw ${busbw.toFixed(2)} GB/s (${((100 * busbw) / tcp[size].GBs).toFixed(0)}% of raw TCP)`,
+        );
+      }
+    }
+  }
+
+  console.log('\n| algo | N | MB | median ms | mean ± std ms | algbw GB/s | busbw GB/s | busbw / raw TCP |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.algo} | ${r.workers} | ${(r.bytes / 1e6).toFixed(1)} | ${r.medianMs.toFixed(1)} | ` +
+        `${r.meanMs.toFixed(1)} ± ${r.stdMs.toFixed(1)} | ${r.algbwGBs.toFixed(2)} | ${r.busbwGBs.toFixed(2)} | ${(100 * r.busbwVsTcp).toFixed(0)}% |`,
+    );
+  }
+  const report = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    chunkElements: chunk,
+    iters,
+    warmup,
+    rawTcp: Object.entries(tcp).map(([elements, t]) => ({ elements: Number(elements), bytes: Number(elements) * 4, ...t })),
+    results: rows,
+  };
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n');
+  console.log(`\nwrote ${values.out}`);
+}
+
+main().catch((err: unknown) => {
+  if (process.send) {
+    toParent({ type: 'error', message: err instanceof Error ? err.stack ?? err.message : String(err) });
+    process.exitCode = 1;
+    // Let the IPC message flush before exiting.
+    setTimeout(() => process.exit(1), 100);
+  } else {
+    console.error(err);
+    process.exit(1);
+  }
+});

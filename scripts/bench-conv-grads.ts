@@ -1,0 +1,149 @@
+// Throughput of the wasm convolution kernels on ResNet-on-CIFAR layer shapes:
+// forward Conv2D (XNNPACK), our Conv2DBackpropInput (dX) and
+// Conv2DBackpropFilter (dW) from wasm-conv-grads.ts, and the stock wasm
+// Conv2DBackpropInput they replace.
+//
+//   npx tsc -p . && node dist/scripts/bench-conv-grads.js [--batch 32] [--min-ms 400]
+//
+// All four compute the same 2*N*OH*OW*kH*kW*Ci*Co flops per call, so GFLOP/s
+// compare directly. Prints a table and writes runs/bench-conv-grads.json.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { describeBackend, initBackend } from '../src/common/backend.js';
+import { stockWasmConv2DBackpropInput } from '../src/common/wasm-conv-grads.js';
+
+interface LayerShape {
+  name: string;
+  size: number; // input height = width
+  inC: number;
+  outC: number;
+  k: number;
+  stride: number;
+}
+
+// Width-16 ResNet18 (CIFAR variant) layers plus the first stage at the
+// standard width 64.
+const LAYERS: LayerShape[] = [
+  { name: 'stage1 3x3', size: 32, inC: 16, outC: 16, k: 3, stride: 1 },
+  { name: 'stage2 3x3 down', size: 32, inC: 16, outC: 32, k: 3, stride: 2 },
+  { name: 'stage2 1x1 shortcut', size: 32, inC: 16, outC: 32, k: 1, stride: 2 },
+  { name: 'stage2 3x3', size: 16, inC: 32, outC: 32, k: 3, stride: 1 },
+  { name: 'stage3 3x3 down', size: 16, inC: 32, outC: 64, k: 3, stride: 2 },
+  { name: 'stage3 1x1 shortcut', size: 16, inC: 32, outC: 64, k: 1, stride: 2 },
+  { name: 'stage3 3x3', size: 8, inC: 64, outC: 64, k: 3, stride: 1 },
+  { name: 'stage4 3x3 down', size: 8, inC: 64, outC: 128, k: 3, stride: 2 },
+  { name: 'stage4 3x3', size: 4, inC: 128, outC: 128, k: 3, stride: 1 },
+  { name: 'w64 stage1 3x3', size: 32, inC: 64, outC: 64, k: 3, stride: 1 },
+];
+
+const KERNELS = ['forward', 'dX (ours)', 'dW (ours)', 'dX (stock)'] as const;
+type KernelLabel = (typeof KERNELS)[number];
+
+function parseArgs(argv: string[]): { batch: number; minMs: number } {
+  const opts = { batch: 32, minMs: 400 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const value = Number(argv[i + 1]);
+    if (argv[i] === '--batch' && Number.isInteger(value) && value > 0) opts.batch = value;
+    else if (argv[i] === '--min-ms' && value > 0) opts.minMs = value;
+    else throw new Error(`bench-conv-grads: bad argument "${argv[i]} ${argv[i + 1] ?? ''}"; use --batch N --min-ms MS`);
+  }
+  return opts;
+}
+
+/** Median milliseconds of `run` over at least 3 calls and `minMs` in total, after one warm-up call. */
+function timeMs(run: () => void, minMs: number): number {
+  run();
+  const samples: number[] = [];
+  const start = performance.now();
+  while (samples.length < 3 || performance.now() - start < minMs) {
+    const t0 = performance.now();
+    run();
+    samples.push(performance.now() - t0);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[Math.floor(samples.length / 2)]!;
+}
+
+function main(): Promise<void> {
+  return run(parseArgs(process.argv.slice(2)));
+}
+
+async function run({ batch, minMs }: { batch: number; minMs: number }): Promise<void> {
+  await initBackend('wasm');
+  const backend = tf.backend() as unknown as BackendWasm;
+  const stock = stockWasmConv2DBackpropInput();
+  if (stock === undefined) throw new Error('stock wasm Conv2DBackpropInput kernel not found');
+  const kernelFunc = (name: string): tf.KernelFunc => tf.getKernel(name, 'wasm')!.kernelFunc;
+  // Calls a kernel the way the engine would, then frees its output.
+  const call = (fn: tf.KernelFunc, inputs: tf.NamedTensorInfoMap, attrs: object) => (): void => {
+    const out = fn({ inputs, backend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
+    backend.disposeData(out.dataId);
+  };
+
+  const rows: Record<string, string | number>[] = [];
+  for (const layer of LAYERS) {
+    const pad = (layer.k - 1) / 2; // PyTorch-style symmetric padding
+    const explicitPad: tf.Conv2DAttrs['pad'] = [[0, 0], [pad, pad], [pad, pad], [0, 0]];
+    const xShape: [number, number, number, number] = [batch, layer.size, layer.size, layer.inC];
+    const wShape: [number, number, number, number] = [layer.k, layer.k, layer.inC, layer.outC];
+    const x = tf.randomNormal(xShape);
+    const w = tf.randomNormal(wShape);
+    const dy = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, layer.stride, explicitPad);
+    const [, outH, outW] = dy.shape;
+    const flops = 2 * batch * outH * outW * layer.k * layer.k * layer.inC * layer.outC;
+    const common = { strides: layer.stride, pad: explicitPad, dataFormat: 'NHWC' };
+
+    const runs: Record<KernelLabel, () => void> = {
+      'forward': call(kernelFunc('Conv2D'), { x, filter: w }, { ...common, dilations: 1 }),
+      'dX (ours)': call(kernelFunc('Conv2DBackpropInput'), { dy, filter: w }, { ...common, inputShape: xShape }),
+      'dW (ours)': call(kernelFunc('Conv2DBackpropFilter'), { x, dy }, { ...common, filterShape: wShape }),
+      'dX (stock)': call(stock.kernelFunc, { dy, filter: w }, { ...common, inputShape: xShape }),
+    };
+    const row: Record<string, string | number> = {
+      layer: layer.name,
+      shape: `${layer.size}x${layer.size}x${layer.inC}->${layer.outC} k${layer.k} s${layer.stride}`,
+      mflop: Math.round(flops / 1e6),
+    };
+    for (const label of KERNELS) {
+      const ms = timeMs(runs[label], minMs);
+      row[`${label} ms`] = Number(ms.toFixed(2));
+      row[`${label} GFLOP/s`] = Number((flops / ms / 1e6).toFixed(2));
+    }
+    row['dX speedup vs stock'] = Number(((row['dX (stock) ms'] as number) / (row['dX (ours) ms'] as number)).toFixed(1));
+    rows.push(row);
+    console.log(`${layer.name}: done`);
+    tf.dispose([x, w, dy]);
+  }
+
+  console.log(`\nwasm conv kernels, batch ${batch}, ${describeBackend()}, ${os.cpus()[0]?.model ?? 'unknown cpu'}`);
+  console.table(rows.map((r) => ({
+    layer: r.layer,
+    shape: r.shape,
+    MFLOP: r.mflop,
+    ...Object.fromEntries(KERNELS.map((k) => [k, r[`${k} GFLOP/s`]])),
+    'dX x': r['dX speedup vs stock'],
+  })));
+  console.log('(columns forward..dX (stock) are GFLOP/s; "dX x" = our dX speedup over the stock kernel)');
+
+  const outFile = path.join('runs', 'bench-conv-grads.json');
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  fs.writeFileSync(outFile, JSON.stringify({
+    date: new Date().toISOString(),
+    backend: describeBackend(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    tfjs: tf.version_core,
+    batch,
+    layers: rows,
+  }, null, 2) + '\n');
+  console.log(`wrote ${outFile}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exitCode = 1;
+});

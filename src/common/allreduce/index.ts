@@ -1,0 +1,34 @@
+// Gradient all-reduce for data-parallel workers: ring and star algorithms
+// over a Link abstraction, with WebSocket and in-memory transports.
+//
+// Wiring a ring (addresses travel through the coordinator):
+//   worker r:    const endpoint = await RingEndpoint.listen({ rank, worldSize, host, port: 0, tag });
+//                send endpoint.address to the coordinator;
+//   coordinator: tells rank r the address of rank (r - 1 + N) % N;
+//   worker r:    const reducer = new RingAllReducer(await endpoint.connect(prevAddress), { tag });
+//                await reducer.allReduceSum(grads, step);   // every step, in place
+//
+// Wiring the star (hub in the coordinator):
+//   coordinator: const server = await StarHubServer.listen({ worldSize, host, port, tag });
+//                const hub = new StarHub(await server.accept(), { tag }); const serving = hub.serve();
+//                ... at the end: await hub.close(); await serving;   (before the workers leave)
+//   worker r:    const reducer = new StarAllReducer(await connectToStarHub(server.address, { rank, worldSize, tag }), rank, worldSize, { tag });
+
+export type { AllReducer, Link, RingLinks } from './transport.js';
+export { RingAllReducer, type RingAllReducerOptions } from './ring.js';
+export { StarAllReducer, StarHub, type StarOptions } from './star.js';
+export { AllReduceError } from './errors.js';
+export { DEFAULT_CHUNK_ELEMENTS, RingLayout } from './layout.js';
+export { createMemoryLinkPair, createMemoryRing, type MemoryLinkOptions } from './memory-transport.js';
+export {
+  connectToStarHub,
+  createLocalWsRing,
+  DEFAULT_MAX_FRAME_BYTES,
+  RingEndpoint,
+  StarHubServer,
+  WsLink,
+  type PeerAddress,
+  type RingEndpointOptions,
+  type StarClientOptions,
+  type StarHubServerOptions,
+} from './ws-transport.js';

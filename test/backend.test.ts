@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  BackendUnavailableError,
+  backendName,
+  describeBackend,
+  initBackend,
+  wasmUsesSimd,
+} from '../src/common/backend.js';
+
+// The 'tensorflow' backend is an optional native dependency. The assertions
+// below follow whether it is installed, so the test stays honest on a machine
+// that has it.
+const require = createRequire(import.meta.url);
+const tensorflowInstalled = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'].some((pkg) => {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+/**
+ * 3x3 all-ones filter over a 4x4 all-ones image with 'same' padding: each
+ * output counts the in-bounds pixels of its 3x3 window (corners 4, edges 6,
+ * interior 9).
+ */
+function onesConv(): number[] {
+  return tf.tidy(() => Array.from(tf.conv2d(tf.ones([1, 4, 4, 1]) as tf.Tensor4D, tf.ones([3, 3, 1, 1]) as tf.Tensor4D, 1, 'same').dataSync()));
+}
+const ONES_CONV = [4, 6, 6, 4, 6, 9, 9, 6, 6, 9, 9, 6, 4, 6, 6, 4];
+
+describe('initBackend', () => {
+  it('selects cpu and computes a conv', async () => {
+    expect(await initBackend('cpu')).toBe('cpu');
+    expect(backendName()).toBe('cpu');
+    expect(tf.getBackend()).toBe('cpu');
+    expect(describeBackend()).toBe('cpu');
+    expect(onesConv()).toEqual(ONES_CONV);
+  });
+
+  it('selects wasm, installs the conv gradient kernels, and computes a conv', async () => {
+    expect(await initBackend('wasm')).toBe('wasm');
+    expect(await initBackend('wasm')).toBe('wasm'); // idempotent
+    expect(backendName()).toBe('wasm');
+    expect(tf.getBackend()).toBe('wasm');
+    expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
+    expect(onesConv()).toEqual(ONES_CONV);
+    expect(describeBackend()).toMatch(/^wasm \((SIMD|no SIMD), \d+ threads?\)$/);
+    expect(wasmUsesSimd()).toBe(tf.env().getBool('WASM_HAS_SIMD_SUPPORT'));
+  });
+
+  it('switches back and forth between cpu and wasm in one process', async () => {
+    await initBackend('cpu');
+    const x = tf.ones([1, 4, 4, 1]); // created on cpu
+    await initBackend('wasm');
+    const sum = tf.sum(tf.mul(x, 2)); // runs on wasm, data moved lazily
+    expect(sum.dataSync()[0]).toBe(32);
+    await initBackend('cpu');
+    expect(backendName()).toBe('cpu');
+    expect(onesConv()).toEqual(ONES_CONV);
+    tf.dispose([x, sum]);
+  });
+
+  it('explains in one line how to get the "tensorflow" backend', async () => {
+    if (tensorflowInstalled) {
+      // Installed: it either loads, or the error says it is a broken install.
+      try {
+        expect(await initBackend('tensorflow')).toBe('tensorflow');
+      } catch (err) {
+        expect(err).toBeInstanceOf(BackendUnavailableError);
+        expect((err as Error).message).toMatch(/installed but failed to load|different copy/);
+      }
+      return;
+    }
+    const before = backendName();
+    const err = await initBackend('tensorflow').then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    const message = (err as Error).message;
+    expect(message).not.toContain('\n');
+    expect(message).toContain('npm install @tensorflow/tfjs-node-gpu');
+    expect(message).toContain('--backend wasm');
+    expect(backendName()).toBe(before); // a failed choice leaves the active backend alone
+  });
+
+  it('"auto" falls back to wasm when tensorflow is unavailable', async () => {
+    await initBackend('cpu');
+    const picked = await initBackend('auto');
+    if (tensorflowInstalled && picked === 'tensorflow') return;
+    expect(picked).toBe('wasm');
+    expect(backendName()).toBe('wasm');
+    expect(describeBackend()).toContain('tensorflow unavailable');
+    expect(onesConv()).toEqual(ONES_CONV);
+  });
+
+  it('rejects an unknown choice with the list of valid ones', async () => {
+    await expect(initBackend('gpu' as never)).rejects.toThrow(/unknown backend "gpu": use one of tensorflow, wasm, cpu, auto/);
+  });
+});

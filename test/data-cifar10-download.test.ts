@@ -1,0 +1,183 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CIFAR10_ARCHIVE_NAME, ensureCifar10 } from '../src/common/data/cifar10-download.js';
+import { loadDataset } from '../src/common/data/load-dataset.js';
+import { buildCifarTarGz, cifarLabel, cifarPixel, makeTempDir } from './helpers/data-fixtures.js';
+import { type LocalServer, startLocalServer, unusedLocalUrl } from './helpers/data-http-server.js';
+
+const RECORDS = 12;
+const tarball = buildCifarTarGz(RECORDS);
+const tarballMd5 = crypto.createHash('md5').update(tarball).digest('hex');
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+function tempDir(): string {
+  const dir = makeTempDir('cifar-dl');
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+async function server(handler: Parameters<typeof startLocalServer>[0]): Promise<LocalServer> {
+  const s = await startLocalServer(handler);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** Serves the tarball at /cifar-10-binary.tar.gz, and a redirect to it at /moved. */
+function tarballServer(): Promise<LocalServer> {
+  return server((req, res) => {
+    if (req.url === '/moved') {
+      res.writeHead(302, { location: '/cifar-10-binary.tar.gz' });
+      res.end();
+    } else if (req.url === '/cifar-10-binary.tar.gz') {
+      res.writeHead(200, { 'content-length': tarball.length, 'content-type': 'application/gzip' });
+      res.end(tarball);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+}
+
+describe('CIFAR-10 download', () => {
+  it('downloads (following a redirect), verifies, extracts and loads the tarball', async () => {
+    const dir = path.join(tempDir(), 'not-yet-created');
+    const local = await tarballServer();
+    const lines: string[] = [];
+
+    const dataset = await loadDataset({
+      name: 'cifar10',
+      dataDir: dir,
+      seed: 1,
+      log: (line) => lines.push(line),
+      cifar10Source: { url: `${local.url}/moved`, md5: tarballMd5 },
+    });
+
+    expect(local.requests).toEqual(['/moved', '/cifar-10-binary.tar.gz']);
+    expect(dataset.train.count).toBe(5 * RECORDS);
+    expect(dataset.test.count).toBe(RECORDS);
+    // Last training image = file 4, last record; pixel (y=31, x=0) blue.
+    const last = 5 * RECORDS - 1;
+    expect(dataset.train.labels[last]).toBe(cifarLabel(4, RECORDS - 1));
+    expect(dataset.train.images[last * 3072 + 31 * 32 * 3 + 2]).toBe(cifarPixel(4, RECORDS - 1, 2, 31 * 32));
+    expect(dataset.test.labels[3]).toBe(cifarLabel(5, 3));
+
+    // The batches stay where the tarball put them; the downloaded tarball is gone.
+    expect(fs.readdirSync(dir).sort()).toEqual(['cifar-10-batches-bin']);
+    expect(fs.readdirSync(path.join(dir, 'cifar-10-batches-bin')).sort()).toEqual([
+      'batches.meta.txt',
+      'data_batch_1.bin',
+      'data_batch_2.bin',
+      'data_batch_3.bin',
+      'data_batch_4.bin',
+      'data_batch_5.bin',
+      'test_batch.bin',
+    ]);
+    expect(lines.some((line) => line.includes('redirected to'))).toBe(true);
+    expect(lines.some((line) => /^\s+100% /.test(line))).toBe(true);
+    expect(lines.some((line) => line.startsWith('extracted 7 files'))).toBe(true);
+
+    // A second load finds the files and does not download again.
+    await loadDataset({ name: 'cifar10', dataDir: dir, seed: 1, cifar10Source: { url: `${local.url}/moved`, md5: tarballMd5 } });
+    expect(local.requests).toHaveLength(2);
+  });
+
+  it('reports progress in 10% steps for a large download', async () => {
+    const dir = tempDir();
+    // 2 MB of incompressible padding makes the body arrive in many socket reads.
+    const big = buildCifarTarGz(RECORDS, 2 * 1024 * 1024);
+    const bigMd5 = crypto.createHash('md5').update(big).digest('hex');
+    const local = await server((_req, res) => {
+      res.writeHead(200, { 'content-length': big.length });
+      res.end(big);
+    });
+    const lines: string[] = [];
+    await ensureCifar10({ dataDir: dir, download: true, url: `${local.url}/x`, md5: bigMd5, log: (l) => lines.push(l) });
+    const percents = lines.filter((l) => /^\s+\d+% /.test(l)).map((l) => Number(/(\d+)%/.exec(l)![1]));
+    expect(percents.at(-1)).toBe(100);
+    expect(percents.length).toBeGreaterThanOrEqual(2);
+    expect(percents.length).toBeLessThanOrEqual(11);
+    expect([...percents].sort((a, b) => a - b)).toEqual(percents);
+  });
+
+  it('rejects a download with the wrong MD5 and leaves no files behind', async () => {
+    const dir = tempDir();
+    const local = await tarballServer();
+    const wrongMd5 = '0123456789abcdef0123456789abcdef';
+
+    const error = (await ensureCifar10({
+      dataDir: dir,
+      download: true,
+      url: `${local.url}/cifar-10-binary.tar.gz`,
+      md5: wrongMd5,
+    }).catch((e: Error) => e)) as Error;
+
+    expect(error.message).toContain('MD5 mismatch');
+    expect(error.message).toContain(`expected ${wrongMd5}, got ${tarballMd5}`);
+    expect(error.message).toContain('test_batch.bin');
+    expect(error.message).toContain(`${local.url}/cifar-10-binary.tar.gz`);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('turns a network failure into instructions: files, directory, URL and alternatives', async () => {
+    const dir = tempDir();
+    const url = await unusedLocalUrl();
+    const error = (await loadDataset({ name: 'cifar10', dataDir: dir, seed: 1, cifar10Source: { url } }).catch(
+      (e: Error) => e,
+    )) as Error;
+
+    const message = error.message;
+    expect(message).toContain('The download failed');
+    expect(message).toContain('ECONNREFUSED');
+    expect(message).toContain('data_batch_1.bin, data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, test_batch.bin');
+    expect(message).toContain(`searched: ${dir} and ${path.join(dir, 'cifar-10-batches-bin')}`);
+    expect(message).toContain(`download URL: ${url}`);
+    expect(message).toContain(`extract it into ${dir}`);
+    expect(message).toContain('--dataset fashion-mnist or --dataset synthetic');
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('reports an HTTP error status', async () => {
+    const dir = tempDir();
+    const local = await tarballServer();
+    await expect(
+      ensureCifar10({ dataDir: dir, download: true, url: `${local.url}/nothing-here`, md5: tarballMd5 }),
+    ).rejects.toThrow(`HTTP 404 Not Found from ${local.url}/nothing-here`);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('gives up on a stalled transfer and deletes the partial file', async () => {
+    const dir = tempDir();
+    const local = await server((_req, res) => {
+      res.writeHead(200, { 'content-length': tarball.length });
+      res.write(tarball.subarray(0, 1000)); // ...and never the rest
+    });
+    const error = (await ensureCifar10({
+      dataDir: dir,
+      download: true,
+      url: `${local.url}/slow`,
+      md5: tarballMd5,
+      idleTimeoutMs: 300,
+    }).catch((e: Error) => e)) as Error;
+    expect(error.message).toContain('Timed out: no data from 127.0.0.1');
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('extracts a tarball copied into the data dir by hand, without any network, and keeps it', async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, CIFAR10_ARCHIVE_NAME), tarball);
+    const url = await unusedLocalUrl();
+    const found = await ensureCifar10({ dataDir: dir, download: false, url, md5: tarballMd5 });
+    expect(found).toBe(path.join(dir, 'cifar-10-batches-bin'));
+    expect(fs.existsSync(path.join(dir, CIFAR10_ARCHIVE_NAME))).toBe(true);
+
+    const other = tempDir();
+    fs.writeFileSync(path.join(other, CIFAR10_ARCHIVE_NAME), tarball.subarray(0, tarball.length - 100));
+    await expect(ensureCifar10({ dataDir: other, download: false, url, md5: tarballMd5 })).rejects.toThrow(
+      /cifar-10-binary\.tar\.gz has MD5 [0-9a-f]{32}, expected [0-9a-f]{32}.*Delete it/,
+    );
+  });
+});

@@ -1,0 +1,129 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, loadFashionMnist } from '../src/common/data/fashion-mnist.js';
+import { loadDataset } from '../src/common/data/load-dataset.js';
+import {
+  buildFashionImages,
+  buildIdx,
+  classCounts,
+  fashionLabel,
+  fashionPixel,
+  makeTempDir,
+  writeFashionMnistFiles,
+} from './helpers/data-fixtures.js';
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const dir = makeTempDir('fmnist');
+  dirs.push(dir);
+  return dir;
+}
+afterEach(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('Fashion-MNIST loader', () => {
+  it('loads gzipped IDX files and centres each 28x28 image in a zero 32x32 frame', async () => {
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 12, 5);
+    const dataset = await loadFashionMnist(dir);
+
+    expect(dataset.name).toBe('fashion-mnist');
+    expect(dataset.classes).toEqual(FASHION_MNIST_CLASSES);
+    expect(dataset.classes[9]).toBe('Ankle boot');
+    expect(dataset.train.count).toBe(12);
+    expect(dataset.test.count).toBe(5);
+    for (const set of [dataset.train, dataset.test]) {
+      expect([set.height, set.width, set.channels]).toEqual([32, 32, 1]);
+      expect(set.images.length).toBe(set.count * 1024);
+      for (let n = 0; n < set.count; n++) {
+        expect(set.labels[n]).toBe(fashionLabel(n));
+        for (let y = 0; y < 32; y++) {
+          for (let x = 0; x < 32; x++) {
+            const inside = y >= 2 && y < 30 && x >= 2 && x < 30;
+            const expected = inside ? fashionPixel(n, y - 2, x - 2) : 0;
+            if (set.images[n * 1024 + y * 32 + x] !== expected) {
+              throw new Error(`image ${n} pixel (${y}, ${x}) is ${set.images[n * 1024 + y * 32 + x]}, expected ${expected}`);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  it('accepts uncompressed IDX files', async () => {
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 3, 2, false);
+    const dataset = await loadFashionMnist(dir);
+    expect(dataset.train.count).toBe(3);
+    expect(dataset.test.images[1 * 1024 + 2 * 32 + 2]).toBe(fashionPixel(1, 0, 0));
+  });
+
+  it('rejects a wrong magic number, naming the file and both numbers', async () => {
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 3, 2);
+    const file = path.join(dir, 'train-images-idx3-ubyte.gz');
+    fs.writeFileSync(file, zlib.gzipSync(buildIdx(2049, [3, 28, 28], buildFashionImages(3))));
+    await expect(loadFashionMnist(dir)).rejects.toThrow(`${file} has IDX magic number 2049 (0x00000801), expected 2051 (0x00000803)`);
+  });
+
+  it('rejects truncated files and image/label count mismatches', async () => {
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 3, 2);
+    const images = path.join(dir, 't10k-images-idx3-ubyte.gz');
+    fs.writeFileSync(images, zlib.gzipSync(buildIdx(2051, [2, 28, 28], buildFashionImages(2)).subarray(0, 1000)));
+    await expect(loadFashionMnist(dir)).rejects.toThrow(`${images} has 1000 bytes but its header (dims 2x28x28) implies 1584: the file is truncated`);
+
+    fs.writeFileSync(images, zlib.gzipSync(buildIdx(2051, [4, 28, 28], buildFashionImages(4))));
+    await expect(loadFashionMnist(dir)).rejects.toThrow('has 4 images but');
+  });
+
+  it('rejects a corrupt gzip stream', async () => {
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 3, 2);
+    const labels = path.join(dir, 'train-labels-idx1-ubyte.gz');
+    fs.writeFileSync(labels, fs.readFileSync(labels).subarray(0, 12));
+    await expect(loadFashionMnist(dir)).rejects.toThrow(`Cannot decompress ${labels}`);
+  });
+
+  it('explains how to install the data when the directory or a file is missing', async () => {
+    const missingDir = path.join(tempDir(), 'nope');
+    await expect(loadFashionMnist(missingDir)).rejects.toThrow(
+      `Fashion-MNIST directory ${missingDir} does not exist. Install it with \`apt-get install dataset-fashion-mnist\``,
+    );
+
+    const dir = tempDir();
+    writeFashionMnistFiles(dir, 3, 2);
+    fs.rmSync(path.join(dir, 't10k-labels-idx1-ubyte.gz'));
+    await expect(loadFashionMnist(dir)).rejects.toThrow(
+      new RegExp(`missing from ${dir}: t10k-labels-idx1-ubyte\\.gz .*apt-get install dataset-fashion-mnist.*--data-dir`),
+    );
+  });
+
+  it('loads the real dataset from the Debian package with 60000/10000 balanced images', async () => {
+    if (!fs.existsSync(DEFAULT_FASHION_MNIST_DIR)) {
+      throw new Error(
+        `${DEFAULT_FASHION_MNIST_DIR} is missing: run \`apt-get install -y dataset-fashion-mnist\` (CI installs it) to run this test.`,
+      );
+    }
+    const dataset = await loadDataset({ name: 'fashion-mnist', seed: 3 });
+    expect(dataset.train.count).toBe(60000);
+    expect(dataset.test.count).toBe(10000);
+    expect(classCounts(dataset.train.labels, 10)).toEqual(new Array(10).fill(6000));
+    expect(classCounts(dataset.test.labels, 10)).toEqual(new Array(10).fill(1000));
+    expect(dataset.train.images.length).toBe(60000 * 32 * 32);
+    // The padding border is zero in every image; the content is not.
+    let border = 0;
+    let content = 0;
+    const images = dataset.train.images;
+    for (let n = 0; n < 60000; n++) {
+      const base = n * 1024;
+      for (let x = 0; x < 32; x++) border += images[base + x] + images[base + 32 + x] + images[base + 30 * 32 + x] + images[base + 31 * 32 + x];
+      content += images[base + 16 * 32 + 16];
+    }
+    expect(border).toBe(0);
+    expect(content).toBeGreaterThan(0);
+  });
+});

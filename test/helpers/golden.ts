@@ -1,0 +1,71 @@
+// Loads the PyTorch reference fixtures from ../shared/golden (beside the repo
+// in development and in CI) into our flat layouts.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors, type SafetensorsContents } from '../../src/common/safetensors.js';
+import { buildModelSpec, type ModelName, type ModelSpec } from '../../src/common/model/spec.js';
+import { fromTorch, stateFromTorch, type ModelState } from '../../src/common/model/torch-layout.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const GOLDEN_DIR = path.resolve(repoRoot, '../shared/golden');
+
+export interface Golden {
+  spec: ModelSpec;
+  file: SafetensorsContents;
+  f32(key: string): Float32Array;
+  state(prefix: 'init' | 'step1' | 'step2'): ModelState;
+  /** Trainable tensors under a prefix (e.g. grad/) as one flat vector in our layout. */
+  params(prefix: string): Float32Array;
+  inputNhwc: Float32Array;
+  labels: Int32Array;
+  batch: number;
+}
+
+export function loadGolden(model: ModelName): Golden {
+  const file = path.join(GOLDEN_DIR, `${model}-w4.safetensors`);
+  if (!fs.existsSync(file)) throw new Error(`golden fixture ${file} is missing: the repo expects ../shared/golden beside it`);
+  const contents = readSafetensors(new Uint8Array(fs.readFileSync(file)), file);
+  const width = Number(contents.metadata.width);
+  const batch = Number(contents.metadata.batch);
+  const spec = buildModelSpec({ name: model, width, numClasses: 10, inChannels: 3, norm: 'batch' });
+  const f32 = (key: string): Float32Array => {
+    const t = contents.tensors.get(key);
+    if (!t) throw new Error(`golden fixture has no ${key}`);
+    if (!(t.data instanceof Float32Array)) throw new Error(`golden ${key} is ${t.dtype}, expected F32`);
+    return t.data;
+  };
+  const int = (key: string): number => Number((contents.tensors.get(key)!.data as BigInt64Array)[0]);
+  const labels = Int32Array.from(contents.tensors.get('labels')!.data as BigInt64Array, (v) => Number(v));
+  return {
+    spec,
+    file: contents,
+    f32,
+    state: (prefix) =>
+      stateFromTorch(
+        spec,
+        (key) => (contents.tensors.has(`${prefix}/${key}`) ? f32(`${prefix}/${key}`) : undefined),
+        int(`${prefix}/bn1.num_batches_tracked`),
+      ),
+    params: (prefix) => {
+      const flat = new Float32Array(spec.paramCount);
+      for (const p of spec.params) fromTorch(p, f32(`${prefix}/${p.name}`), flat.subarray(p.offset, p.offset + p.size));
+      return flat;
+    },
+    inputNhwc: f32('input_nhwc'),
+    labels,
+    batch,
+  };
+}
+
+/** max |a - b| / max |b|: the error relative to the tensor's scale. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return scale === 0 ? diff : diff / scale;
+}

@@ -1,0 +1,210 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { PNG } from 'pngjs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { EpochMetrics } from '../src/common/metrics.js';
+import {
+  computeAxis,
+  LINE_PLOT_LAYOUT,
+  SAMPLE_GRID_LAYOUT,
+  writeCurvesPng,
+  writeLinePlotPng,
+  writeSamplesPng,
+  type SampleImage,
+} from '../src/common/plot.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'tfjs-ddp-plot-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function readPng(file: string): Promise<PNG> {
+  return PNG.sync.read(await readFile(file));
+}
+
+/** Pixels (x, y) matching a predicate, within an optional column range. */
+function pixelsWhere(png: PNG, match: (r: number, g: number, b: number) => boolean, xFrom = 0, xTo = png.width): Array<[number, number]> {
+  const hits: Array<[number, number]> = [];
+  for (let y = 0; y < png.height; y++) {
+    for (let x = xFrom; x < xTo; x++) {
+      const i = (y * png.width + x) * 4;
+      if (match(png.data[i], png.data[i + 1], png.data[i + 2])) hits.push([x, y]);
+    }
+  }
+  return hits;
+}
+
+const isMarkerRed = (r: number, g: number, b: number) => r > 200 && g < 40 && b < 40;
+// The default series colours: matplotlib blue (31,119,180) and orange (255,127,14).
+const isSeriesBlue = (r: number, g: number, b: number) => Math.abs(r - 31) < 20 && Math.abs(g - 119) < 20 && Math.abs(b - 180) < 20;
+const isSeriesOrange = (r: number, g: number, b: number) => r > 235 && Math.abs(g - 127) < 20 && b < 40;
+
+function history(epochs: number): EpochMetrics[] {
+  return Array.from({ length: epochs }, (_, i) => {
+    const e = i + 1;
+    return {
+      epoch: e,
+      lr: 0.1,
+      train_loss: 2 * Math.exp(-e / 5),
+      test_loss: 2 * Math.exp(-e / 6) + 0.3,
+      train_acc: 1 - 0.9 * Math.exp(-e / 5),
+      // Peaks at epoch 8, then overfits a little.
+      test_acc: 0.85 - 0.002 * (e - 8) ** 2,
+      seconds: 10,
+      images_per_s: 500,
+      workers: 2,
+    };
+  });
+}
+
+describe('writeCurvesPng', () => {
+  it('draws two panels with both series and a red best-accuracy marker in the accuracy panel', async () => {
+    const file = path.join(dir, 'curves.png');
+    await writeCurvesPng(file, history(12), 'resnet18 / synthetic');
+    const png = await readPng(file);
+    expect(png.width).toBe(2 * LINE_PLOT_LAYOUT.panelWidth);
+    expect(png.height).toBe(LINE_PLOT_LAYOUT.panelHeight + LINE_PLOT_LAYOUT.titleHeight);
+
+    const { panelWidth } = LINE_PLOT_LAYOUT;
+    expect(pixelsWhere(png, isSeriesBlue, 0, panelWidth).length).toBeGreaterThan(100);
+    expect(pixelsWhere(png, isSeriesOrange, 0, panelWidth).length).toBeGreaterThan(100);
+    expect(pixelsWhere(png, isMarkerRed, 0, panelWidth)).toEqual([]);
+    const red = pixelsWhere(png, isMarkerRed, panelWidth);
+    expect(red.length).toBeGreaterThan(20);
+    // No temp file is left next to the plot.
+    expect(await readdir(dir)).toEqual(['curves.png']);
+  });
+
+  it('marks nothing red when no epoch has a finite test accuracy', async () => {
+    const file = path.join(dir, 'curves.png');
+    await writeCurvesPng(file, history(5).map((m) => ({ ...m, test_acc: Number.NaN })));
+    const png = await readPng(file);
+    expect(png.height).toBe(LINE_PLOT_LAYOUT.panelHeight);
+    expect(pixelsWhere(png, isMarkerRed)).toEqual([]);
+  });
+
+  it('handles a single epoch (points instead of lines)', async () => {
+    const file = path.join(dir, 'one.png');
+    await writeCurvesPng(file, history(1));
+    const png = await readPng(file);
+    expect(png.width).toBe(2 * LINE_PLOT_LAYOUT.panelWidth);
+    expect(pixelsWhere(png, isSeriesBlue, 0, LINE_PLOT_LAYOUT.panelWidth).length).toBeGreaterThan(5);
+    expect(pixelsWhere(png, isMarkerRed).length).toBeGreaterThan(20);
+  });
+
+  it('survives diverged values and flat curves', async () => {
+    const file = path.join(dir, 'nan.png');
+    const h = history(6).map((m, i) => ({ ...m, train_loss: i === 3 ? Number.NaN : i === 4 ? Infinity : m.train_loss, train_acc: 0.1, test_acc: 0.1 }));
+    await writeCurvesPng(file, h);
+    const png = await readPng(file);
+    expect(pixelsWhere(png, isSeriesBlue, 0, LINE_PLOT_LAYOUT.panelWidth).length).toBeGreaterThan(50);
+    expect(pixelsWhere(png, isMarkerRed).length).toBeGreaterThan(20);
+  });
+
+  it('refuses an empty history with a clear message', async () => {
+    await expect(writeCurvesPng(path.join(dir, 'x.png'), [])).rejects.toThrow(/metrics history is empty/);
+  });
+});
+
+describe('writeLinePlotPng', () => {
+  it('sizes the image by panel count and draws the given series colours', async () => {
+    const file = path.join(dir, 'scaling.png');
+    await writeLinePlotPng(file, {
+      panels: [
+        {
+          xLabel: 'workers',
+          yLabel: 'images/s',
+          series: [
+            { name: 'measured', points: [[1, 500], [2, 950], [4, 1800]], color: '#00a000' },
+            { name: 'ideal', points: [[1, 500], [2, 1000], [4, 2000]], color: '#0000ff' },
+          ],
+        },
+      ],
+    });
+    const png = await readPng(file);
+    expect([png.width, png.height]).toEqual([LINE_PLOT_LAYOUT.panelWidth, LINE_PLOT_LAYOUT.panelHeight]);
+    expect(pixelsWhere(png, (r, g, b) => r < 30 && g > 140 && g < 180 && b < 30).length).toBeGreaterThan(50);
+    expect(pixelsWhere(png, (r, g, b) => r < 30 && g < 30 && b > 230).length).toBeGreaterThan(50);
+  });
+
+  it('rejects a plot without panels', async () => {
+    await expect(writeLinePlotPng(path.join(dir, 'x.png'), { panels: [] })).rejects.toThrow(/at least one panel/);
+  });
+
+  it('reports an unwritable destination', async () => {
+    const spec = { panels: [{ xLabel: 'x', yLabel: 'y', series: [] }] };
+    await expect(writeLinePlotPng(path.join(dir, 'missing', 'x.png'), spec)).rejects.toThrow(/cannot write plot .*missing\/x\.png/);
+  });
+});
+
+describe('computeAxis', () => {
+  it('covers the data with a margin and picks 1-2-5 ticks', () => {
+    const axis = computeAxis([0.12, 0.87]);
+    expect(axis.min).toBeLessThan(0.12);
+    expect(axis.max).toBeGreaterThan(0.87);
+    expect(axis.ticks).toEqual([0.2, 0.4, 0.6, 0.8].map((t) => expect.closeTo(t, 12)));
+    expect(axis.decimals).toBe(1);
+  });
+
+  it('opens a window around a single value and keeps integer ticks for epochs', () => {
+    const flat = computeAxis([0.5, 0.5]);
+    expect(flat.min).toBeLessThan(0.5);
+    expect(flat.max).toBeGreaterThan(0.5);
+    const epochs = computeAxis([1], true);
+    expect(epochs.ticks).toEqual([0, 1, 2]);
+    expect(epochs.decimals).toBe(0);
+  });
+
+  it('ignores non-finite values and falls back to [0, 1] without any', () => {
+    expect(computeAxis([1, Number.NaN, Infinity, 3]).ticks.every(Number.isFinite)).toBe(true);
+    const empty = computeAxis([Number.NaN]);
+    expect(empty.min).toBeLessThan(0);
+    expect(empty.max).toBeGreaterThan(1);
+  });
+});
+
+describe('writeSamplesPng', () => {
+  function gradientImage(seed: number, channels: number, label: string): SampleImage {
+    const pixels = new Uint8Array(32 * 32 * channels);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 7 + seed * 31) & 255;
+    return { pixels, height: 32, width: 32, channels, label };
+  }
+
+  it('lays 8 images out 2x4, scaled up with nearest-neighbour sampling', async () => {
+    const images = Array.from({ length: 8 }, (_, i) => gradientImage(i, i === 5 ? 1 : 3, `class ${i}`));
+    const file = path.join(dir, 'samples.png');
+    await writeSamplesPng(file, images);
+    const png = await readPng(file);
+    const { columns, scale, padding, titleHeight } = SAMPLE_GRID_LAYOUT;
+    const cellWidth = 32 * scale + 2 * padding;
+    const cellHeight = 32 * scale + titleHeight + 2 * padding;
+    expect([png.width, png.height]).toEqual([columns * cellWidth, 2 * cellHeight]);
+
+    const pixelAt = (x: number, y: number) => Array.from(png.data.subarray((y * png.width + x) * 4, (y * png.width + x) * 4 + 4));
+    for (const [index, sx, sy] of [[0, 0, 0], [6, 17, 9], [5, 31, 31], [3, 4, 30]]) {
+      const img = images[index];
+      const cellX = (index % columns) * cellWidth + padding;
+      const cellY = Math.floor(index / columns) * cellHeight + padding + titleHeight;
+      const src = (sy * 32 + sx) * img.channels;
+      const expected = img.channels === 3 ? [img.pixels[src], img.pixels[src + 1], img.pixels[src + 2], 255] : [img.pixels[src], img.pixels[src], img.pixels[src], 255];
+      // Every pixel of the scale x scale block repeats the source pixel exactly.
+      for (const [dx, dy] of [[0, 0], [scale - 1, scale - 1], [1, scale - 2]]) {
+        expect(pixelAt(cellX + sx * scale + dx, cellY + sy * scale + dy)).toEqual(expected);
+      }
+    }
+    // Titles are drawn: dark text pixels in the title band of the first cell.
+    const titleBand = pixelsWhere(png, (r, g, b) => r < 100 && g < 100 && b < 100, 0, cellWidth).filter(([, y]) => y < padding + titleHeight);
+    expect(titleBand.length).toBeGreaterThan(10);
+  });
+
+  it('rejects images whose bytes do not match their size', async () => {
+    const bad = { ...gradientImage(0, 3, 'x'), channels: 1 };
+    await expect(writeSamplesPng(path.join(dir, 's.png'), [bad])).rejects.toThrow(/sample 0: 3072 bytes do not match 32x32x1/);
+    await expect(writeSamplesPng(path.join(dir, 's.png'), [{ ...gradientImage(0, 3, 'x'), channels: 4 }])).rejects.toThrow(/channels must be 1 or 3/);
+    await expect(writeSamplesPng(path.join(dir, 's.png'), [])).rejects.toThrow(/no images/);
+  });
+});
