@@ -75,7 +75,7 @@ export class Replica {
     const stats = new Map<string, LayerStats>();
     const kept: tf.Tensor[] = [];
     const x = this.input(batch);
-    const labels = tf.oneHot(tf.tensor1d(batch.y, 'int32'), this.spec.config.numClasses);
+    const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(batch.y, 'int32'), this.spec.config.numClasses));
     try {
       const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
         const logits = forward(this.spec, this.named(ps), x, {

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// `tfjs-ddp <subcommand>`: utilities around training runs.
+import { Command, Option } from 'commander';
+import { runMain } from '../common/cli-errors.js';
+import { buildModelSpec, MODEL_NAMES } from '../common/model/spec.js';
+
+const program = new Command('tfjs-ddp').description('tfjs-ddp utilities');
+program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+
+program
+  .command('models')
+  .description('list the models with their trainable parameter counts')
+  .addOption(new Option('--width <n>', 'base width').default(64).argParser((v) => Number(v)))
+  .option('--classes <n>', 'output classes', (v) => Number(v), 10)
+  .option('--in-channels <n>', 'input channels (3 for CIFAR-10, 1 for Fashion-MNIST)', (v) => Number(v), 3)
+  .action((opts: { width: number; classes: number; inChannels: number }) => {
+    const rows = MODEL_NAMES.map((name) => {
+      const spec = buildModelSpec({ name, width: opts.width, numClasses: opts.classes, inChannels: opts.inChannels, norm: 'batch' });
+      return [name, spec.paramCount.toLocaleString('en-US'), String(spec.batchNorms.length)];
+    });
+    const header = ['model', 'parameters', 'batchnorms'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+    console.log(`width ${opts.width}, ${opts.classes} classes, ${opts.inChannels} input channels`);
+    console.log(line(header));
+    for (const r of rows) console.log(line(r));
+  });
+
+await runMain('tfjs-ddp', async () => {
+  await program.parseAsync();
+});

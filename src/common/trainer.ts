@@ -1,0 +1,252 @@
+// Single-process training of the seed's recipe. Reads top to bottom: set-up,
+// then per epoch: schedule, steps (gradient, SGD, BatchNorm statistics),
+// evaluation, metrics, plots, checkpoint. The pieces it calls (Replica,
+// sgdStep, the sampler, BatchLoader) are the ones a distributed worker reuses.
+import fs from 'node:fs';
+import path from 'node:path';
+import { initBackend, describeBackend } from './backend.js';
+import { loadDataset } from './data/load-dataset.js';
+import { buildModelSpec, initParams, initRunningStats, type ModelSpec } from './model/spec.js';
+import { Replica } from './replica.js';
+import { sgdStep, updateRunningStats } from './optim/sgd.js';
+import { learningRate } from './optim/schedule.js';
+import { globalBatches } from './sampler.js';
+import { BatchLoader } from './batch-loader.js';
+import { makeBatch } from './augment.js';
+import { Rng } from './rng.js';
+import { NORMALIZE, type TrainConfig } from './config.js';
+import { appendMetrics, formatEpochLine, readMetrics, type EpochMetrics } from './metrics.js';
+import { ProgressBar } from './progress.js';
+import { writeCurvesPng, writeSamplesPng } from './plot.js';
+import { checkpointFileName, loadNewestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from './checkpoint.js';
+import type { Dataset, ImageSet } from './types.js';
+
+const INIT_TAG = 0x1a17;
+const KEEP_CHECKPOINTS = 3;
+
+/** Everything a checkpoint must hold to continue a run exactly. */
+export interface TrainState {
+  weights: Float32Array;
+  momentum: Float32Array;
+  runningStats: Float32Array;
+  /** Optimizer steps taken so far; step 0 initialises the momentum buffer. */
+  step: number;
+  /** Epoch in progress (0-based) and steps of it already done. */
+  epoch: number;
+  stepInEpoch: number;
+  /** Running sums of the epoch in progress, so a mid-epoch resume reports the same metrics. */
+  epochTotals: { lossSum: number; correct: number; seen: number; seconds: number };
+  history: EpochMetrics[];
+}
+
+interface CheckpointMeta {
+  config: TrainConfig;
+  step: number;
+  epoch: number;
+  stepInEpoch: number;
+  epochTotals: TrainState['epochTotals'];
+  history: EpochMetrics[];
+  paramCount: number;
+}
+
+export interface TrainIo {
+  log: (line: string) => void;
+  /** Where the progress bar draws; it draws only on a TTY. */
+  progressStream?: NodeJS.WriteStream | { isTTY?: boolean; write(s: string): unknown };
+}
+
+export interface TrainResult {
+  history: EpochMetrics[];
+  state: TrainState;
+  spec: ModelSpec;
+  /** Time spent waiting for the data pipeline vs. the whole training time, for benchmarks. */
+  dataWaitMs: number;
+  trainMs: number;
+}
+
+export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult> {
+  const backend = await initBackend(cfg.backend);
+  io.log(`backend: ${describeBackend()}`);
+  const data = await loadDataset({
+    name: cfg.dataset, dataDir: cfg.dataDir, trainLimit: cfg.trainLimit, testLimit: cfg.testLimit,
+    seed: cfg.seed, download: cfg.download, log: io.log,
+  });
+  const spec = buildModelSpec({
+    name: cfg.model, width: cfg.width, norm: cfg.norm,
+    numClasses: data.classes.length, inChannels: data.train.channels,
+  });
+  io.log(`data: ${data.name}, ${data.train.count} train / ${data.test.count} test images; model: ${cfg.model} width ${cfg.width}, ${spec.paramCount.toLocaleString('en-US')} parameters; backend ${backend}`);
+  fs.mkdirSync(cfg.out, { recursive: true });
+
+  const state = cfg.resume ? await resumeState(cfg, spec, io) : freshState(cfg, spec);
+  const metricsFile = path.join(cfg.out, 'metrics.jsonl');
+  if (!cfg.resume) fs.rmSync(metricsFile, { force: true });
+  if (cfg.plots && !cfg.resume) await writeSamples(cfg, data);
+
+  const replica = new Replica(spec, state.weights, [data.train.height, data.train.width, data.train.channels]);
+  const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads, seed: cfg.seed, ...NORMALIZE });
+  const grad = new Float32Array(spec.paramCount);
+  const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+  const trainStart = Date.now();
+  let dataWaitMs = 0;
+  let stopped = false;
+  try {
+    for (let epoch = state.epoch; epoch < cfg.epochs && !stopped; epoch++) {
+      const batches = globalBatches(data.train.count, cfg.batchSize, cfg.seed, epoch, { shuffle: true });
+      const epochStart = Date.now() - state.epochTotals.seconds * 1000;
+      const bar = new ProgressBar({ epoch: epoch + 1, epochs: cfg.epochs, total: data.train.count, stream: io.progressStream });
+      let lr = learningRate(epoch, state.stepInEpoch, batches.length, schedule);
+
+      // A resumed epoch skips the batches it already trained on; the order and
+      // augmentation depend only on (seed, epoch, index), so the rest is identical.
+      for await (const batch of loader.prefetch(batches.slice(state.stepInEpoch), epoch, true)) {
+        lr = learningRate(epoch, state.stepInEpoch, batches.length, schedule);
+        // The loss is normalised by the global batch so that, in distributed
+        // runs, the sum of the replicas' gradients is this same gradient.
+        const res = replica.computeGradients(batch, 1 / batch.count, grad);
+        sgdStep(state.weights, grad, state.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, state.step === 0);
+        if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
+        replica.setWeights(state.weights);
+        state.step++;
+        state.stepInEpoch++;
+        state.epochTotals.lossSum += res.lossSum;
+        state.epochTotals.correct += res.correct;
+        state.epochTotals.seen += res.count;
+        bar.update(state.epochTotals.seen, state.epochTotals.lossSum / state.epochTotals.seen);
+
+        if (cfg.checkpointEvery > 0 && state.step % cfg.checkpointEvery === 0 && state.stepInEpoch < batches.length) {
+          state.epochTotals.seconds = (Date.now() - epochStart) / 1000;
+          await saveCheckpoint(cfg, spec, state);
+        }
+        if (cfg.maxSteps > 0 && state.step >= cfg.maxSteps) {
+          stopped = true;
+          break;
+        }
+      }
+      bar.finish();
+      if (stopped && state.stepInEpoch < batches.length) {
+        // Stopped mid-epoch (--max-steps): keep the exact state so --resume continues from here.
+        state.epochTotals.seconds = (Date.now() - epochStart) / 1000;
+        await saveCheckpoint(cfg, spec, state);
+        break;
+      }
+
+      const test = evaluate(replica, data.test, state.runningStats, cfg.batchSize);
+      const seconds = (Date.now() - epochStart) / 1000;
+      const m: EpochMetrics = {
+        epoch: epoch + 1,
+        lr,
+        train_loss: state.epochTotals.lossSum / state.epochTotals.seen,
+        train_acc: state.epochTotals.correct / state.epochTotals.seen,
+        test_loss: test.loss,
+        test_acc: test.acc,
+        seconds,
+        images_per_s: state.epochTotals.seen / seconds,
+        workers: 1,
+      };
+      state.history.push(m);
+      await appendMetrics(metricsFile, m);
+      io.log(formatEpochLine(m));
+      if (cfg.plots) await writeCurvesPng(path.join(cfg.out, 'curves.png'), state.history, `${cfg.model} on ${cfg.dataset}`);
+
+      state.epoch = epoch + 1;
+      state.stepInEpoch = 0;
+      state.epochTotals = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
+      await saveCheckpoint(cfg, spec, state);
+    }
+  } finally {
+    dataWaitMs = loader.stats().waitMs;
+    await loader.close();
+    replica.dispose();
+  }
+  return { history: state.history, state, spec, dataWaitMs, trainMs: Date.now() - trainStart };
+}
+
+function freshState(cfg: TrainConfig, spec: ModelSpec): TrainState {
+  const rng = Rng.seeded(INIT_TAG, cfg.seed);
+  return {
+    weights: initParams(spec, () => rng.nextFloat()),
+    momentum: new Float32Array(spec.paramCount),
+    runningStats: initRunningStats(spec),
+    step: 0,
+    epoch: 0,
+    stepInEpoch: 0,
+    epochTotals: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
+    history: [],
+  };
+}
+
+/** Fields that must match for a checkpoint to continue this run. */
+const RESUME_KEYS = ['model', 'width', 'norm', 'dataset', 'trainLimit', 'testLimit', 'batchSize', 'seed'] as const;
+
+async function resumeState(cfg: TrainConfig, spec: ModelSpec, io: TrainIo): Promise<TrainState> {
+  const ckpt = await loadNewestValidCheckpoint<CheckpointMeta>(cfg.out, (msg) => io.log(`warning: ${msg}`));
+  const meta = ckpt.meta;
+  for (const key of RESUME_KEYS) {
+    if (meta.config[key] !== cfg[key]) {
+      throw new Error(
+        `cannot resume from ${ckpt.path}: it was written with --${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} ${String(meta.config[key])}, ` +
+          `this run has ${String(cfg[key])}; pass the same flags or use a new --out`,
+      );
+    }
+  }
+  const { weights, momentum, running_stats: runningStats } = ckpt.tensors;
+  if (meta.paramCount !== spec.paramCount || weights?.length !== spec.paramCount || momentum?.length !== spec.paramCount ||
+      runningStats?.length !== spec.runningStatsSize) {
+    throw new Error(`cannot resume from ${ckpt.path}: its tensors do not fit ${cfg.model} width ${cfg.width}`);
+  }
+  // metrics.jsonl may have lines past the checkpoint (a crash between the two
+  // writes): rewrite it from the checkpoint's history so no epoch appears twice.
+  const metricsFile = path.join(cfg.out, 'metrics.jsonl');
+  const onDisk = fs.existsSync(metricsFile) ? await readMetrics(metricsFile) : [];
+  if (onDisk.length !== meta.history.length) {
+    fs.rmSync(metricsFile, { force: true });
+    for (const m of meta.history) await appendMetrics(metricsFile, m);
+  }
+  io.log(`resumed from ${ckpt.path} (epoch ${meta.epoch + 1}, step ${meta.step})`);
+  return {
+    weights: weights.slice(), momentum: momentum.slice(), runningStats: runningStats.slice(),
+    step: meta.step, epoch: meta.epoch, stepInEpoch: meta.stepInEpoch,
+    epochTotals: { ...meta.epochTotals }, history: meta.history,
+  };
+}
+
+async function saveCheckpoint(cfg: TrainConfig, spec: ModelSpec, state: TrainState): Promise<void> {
+  const meta: CheckpointMeta = {
+    config: cfg, step: state.step, epoch: state.epoch, stepInEpoch: state.stepInEpoch,
+    epochTotals: state.epochTotals, history: state.history, paramCount: spec.paramCount,
+  };
+  await writeCheckpoint(cfg.out, checkpointFileName(state.epoch, state.step), {
+    meta,
+    tensors: { weights: state.weights, momentum: state.momentum, running_stats: state.runningStats },
+  });
+  await pruneCheckpoints(cfg.out, KEEP_CHECKPOINTS);
+}
+
+/** Eval-mode loss and accuracy over a whole image set, in batches of the training size. */
+export function evaluate(replica: Replica, set: ImageSet, runningStats: Float32Array, batchSize: number): { loss: number; acc: number } {
+  let lossSum = 0;
+  let correct = 0;
+  for (const indices of globalBatches(set.count, batchSize, 0, 0, { shuffle: false })) {
+    const { x, y } = makeBatch(set, indices, { augment: false, seed: 0, epoch: 0, ...NORMALIZE });
+    const r = replica.evaluate({ x, y, count: indices.length }, runningStats);
+    lossSum += r.lossSum;
+    correct += r.correct;
+  }
+  return { loss: lossSum / set.count, acc: correct / set.count };
+}
+
+/** samples.png: 8 augmented training images of the first epoch, with their class names. */
+async function writeSamples(cfg: TrainConfig, data: Dataset): Promise<void> {
+  const set = data.train;
+  const indices = globalBatches(set.count, 8, cfg.seed, 0, { shuffle: true })[0];
+  const { x, y } = makeBatch(set, indices, { augment: true, seed: cfg.seed, epoch: 0, ...NORMALIZE });
+  const pixelsPer = set.height * set.width * set.channels;
+  const images = Array.from(indices, (_, i) => {
+    // Undo the normalisation (x * 0.5 + 0.5), as the seed's plot does.
+    const pixels = new Uint8Array(pixelsPer);
+    for (let k = 0; k < pixelsPer; k++) pixels[k] = Math.round(Math.min(1, Math.max(0, x[i * pixelsPer + k] * 0.5 + 0.5)) * 255);
+    return { pixels, height: set.height, width: set.width, channels: set.channels, label: data.classes[y[i]] };
+  });
+  await writeSamplesPng(path.join(cfg.out, 'samples.png'), images);
+}
