@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mulberry32 } from '../src/common/data/prng.js';
+import { Rng } from '../src/common/rng.js';
 import { balancedQuotas, balancedSubset } from '../src/common/data/subset.js';
 import type { ImageSet } from '../src/common/types.js';
 import { classCounts } from './helpers/data-fixtures.js';
@@ -71,13 +71,14 @@ describe('balancedSubset', () => {
 
 describe('balancedQuotas', () => {
   it('sums to the total and never exceeds availability', () => {
-    const random = mulberry32(9);
+    const rng = new Rng(9);
+    const random = () => rng.nextFloat();
     for (let trial = 0; trial < 200; trial++) {
       const available = Array.from({ length: 10 }, () => Math.floor(random() * 12));
       const sum = available.reduce((a, b) => a + b);
       if (sum === 0) continue;
       const total = 1 + Math.floor(random() * sum);
-      const quotas = balancedQuotas(available, total, random);
+      const quotas = balancedQuotas(available, total, rng);
       expect(quotas.reduce((a, b) => a + b)).toBe(total);
       quotas.forEach((q, c) => expect(q).toBeLessThanOrEqual(available[c]));
       // Balanced: any class below the largest quota is below it only because it ran out.

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
@@ -137,7 +137,9 @@ describe('writeLinePlotPng', () => {
 
   it('reports an unwritable destination', async () => {
     const spec = { panels: [{ xLabel: 'x', yLabel: 'y', series: [] }] };
-    await expect(writeLinePlotPng(path.join(dir, 'missing', 'x.png'), spec)).rejects.toThrow(/cannot write plot .*missing\/x\.png/);
+    // A directory that cannot exist because a file holds its name.
+    await writeFile(path.join(dir, 'blocker'), 'a file, not a directory');
+    await expect(writeLinePlotPng(path.join(dir, 'blocker', 'x.png'), spec)).rejects.toThrow(/cannot write plot .*blocker\/x\.png/);
   });
 });
 

@@ -155,6 +155,11 @@ async function loadTensorflow(): Promise<void> {
       '"npm install @tensorflow/tfjs-node-gpu" on a machine with internet access and CUDA, or use --backend wasm');
 }
 
+/** Whether a package for the 'tensorflow' backend is installed (without loading it). */
+export function tensorflowInstalled(): boolean {
+  return TENSORFLOW_PACKAGES.some(isInstalled);
+}
+
 /** Installed = resolvable; a failure while loading it is then a broken install, not a missing one. */
 function isInstalled(pkg: string): boolean {
   try {

@@ -7,8 +7,9 @@
 //   tfjs_ddp_sha256  hex SHA-256 over the tensor index, the tfjs_ddp JSON and the data section,
 //                    so a flipped bit anywhere that matters is caught before training resumes.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { writeFileAtomic } from './fs/atomic-file.js';
 import path from 'node:path';
 import { encodeHeader, layoutTensors, readSafetensors, SafetensorsError, type SafetensorsLayout, type SafetensorsTensor } from './safetensors.js';
 import { VERSION } from './version.js';
@@ -102,29 +103,6 @@ function describeFsError(err: unknown): string {
   return e.code && hints[e.code] ? `${hints[e.code]} (${e.code})` : (e.message ?? String(err));
 }
 
-async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, written, bytes.byteLength - written);
-    written += bytesWritten;
-  }
-}
-
-/** Makes a rename durable: without it a power cut can forget the new directory entry. */
-async function fsyncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(dir, 'r');
-    await handle.sync();
-  } catch (err) {
-    // Some platforms and file systems cannot fsync a directory; the rename is still atomic.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EISDIR' && code !== 'EINVAL' && code !== 'EPERM' && code !== 'EBADF') throw err;
-  } finally {
-    await handle?.close();
-  }
-}
-
 /**
  * Writes `dir/name` atomically: the data goes to a hidden temp file in the same directory,
  * is fsynced, then renamed over the final name. Readers therefore see either the previous
@@ -168,23 +146,11 @@ export async function writeCheckpoint(dir: string, name: string, ckpt: Checkpoin
   } catch (err) {
     throw new CheckpointError(dir, `cannot create the checkpoint directory: ${describeFsError(err)}; choose a writable output directory`);
   }
-
-  const tempPath = path.join(dir, `.${name}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let handle: FileHandle | undefined;
   try {
-    handle = await open(tempPath, 'wx');
-    await writeAll(handle, header);
-    for (const e of layout.entries) await writeAll(handle, e.bytes);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await rename(tempPath, finalPath);
+    await writeFileAtomic(dir, name, [header, ...layout.entries.map((e) => e.bytes)]);
   } catch (err) {
-    await handle?.close().catch(() => undefined);
-    await unlink(tempPath).catch(() => undefined);
     throw new CheckpointError(finalPath, `write failed: ${describeFsError(err)}; the previous checkpoints are untouched`);
   }
-  await fsyncDirectory(dir);
   return finalPath;
 }
 

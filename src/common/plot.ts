@@ -3,7 +3,8 @@
 // (and later the scaling benchmark) share, so axis code exists once.
 
 import { createCanvas, GlobalFonts, type Canvas, type SKRSContext2D } from '@napi-rs/canvas';
-import { rename, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from './fs/atomic-file.js';
 import type { EpochMetrics } from './metrics.js';
 
 export interface PlotSeries {
@@ -295,12 +296,9 @@ function drawLegend(ctx: SKRSContext2D, panel: PlotPanel, plot: { left: number; 
 /** Temp file + rename, so an image viewer refreshing the file never sees half a PNG. */
 async function writePngAtomically(file: string, canvas: Canvas): Promise<void> {
   const png = await canvas.encode('png');
-  const temp = `${file}.${process.pid}.tmp`;
   try {
-    await writeFile(temp, png);
-    await rename(temp, file);
+    await writeFileAtomic(path.dirname(file), path.basename(file), [png]);
   } catch (err) {
-    await unlink(temp).catch(() => undefined);
     throw new Error(`cannot write plot ${file}: ${(err as Error).message}`);
   }
 }

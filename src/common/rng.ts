@@ -53,6 +53,17 @@ export function mixSeed(...parts: number[]): number {
   return h;
 }
 
+/**
+ * A seed for a named purpose ("synthetic-train", "train-subset", ...), so that
+ * one --seed gives independent streams and adding a new stream does not shift
+ * the existing ones.
+ */
+export function seedFor(seed: number, purpose: string): number {
+  const codes: number[] = [];
+  for (let i = 0; i < purpose.length; i++) codes.push(purpose.charCodeAt(i));
+  return mixSeed(seed, ...codes);
+}
+
 /** splitmix32 generator; see the file comment for the reasoning. */
 export class Rng {
   private s: number;
@@ -98,5 +109,16 @@ export class Rng {
     let r = this.nextUint32();
     while (r >= limit) r = this.nextUint32();
     return r % bound;
+  }
+
+  /** Shuffles `values` in place (Fisher-Yates, unbiased) and returns it. */
+  shuffle<T extends { length: number; [i: number]: number }>(values: T): T {
+    for (let i = values.length - 1; i > 0; i--) {
+      const j = this.nextInt(i + 1);
+      const t = values[i];
+      values[i] = values[j];
+      values[j] = t;
+    }
+    return values;
   }
 }

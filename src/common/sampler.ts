@@ -25,16 +25,9 @@ function requireCount(name: string, value: number, max = MAX_EXAMPLES): void {
  */
 export function epochPermutation(n: number, seed: number, epoch: number): Uint32Array {
   requireCount('epochPermutation: n', n);
-  const rng = new Rng(mixSeed(SHUFFLE_STREAM, seed, epoch));
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.nextInt(i + 1);
-    const t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  return order;
+  return new Rng(mixSeed(SHUFFLE_STREAM, seed, epoch)).shuffle(order);
 }
 
 export interface GlobalBatchOptions {

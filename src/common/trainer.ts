@@ -6,48 +6,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { initBackend, describeBackend } from './backend.js';
 import { loadDataset } from './data/load-dataset.js';
-import { buildModelSpec, initParams, initRunningStats, type ModelSpec } from './model/spec.js';
+import { buildModelSpec, type ModelSpec } from './model/spec.js';
 import { Replica } from './replica.js';
 import { sgdStep, updateRunningStats } from './optim/sgd.js';
 import { learningRate } from './optim/schedule.js';
 import { globalBatches } from './sampler.js';
 import { BatchLoader } from './batch-loader.js';
 import { makeBatch } from './augment.js';
-import { Rng } from './rng.js';
 import { NORMALIZE, type TrainConfig } from './config.js';
-import { appendMetrics, formatEpochLine, readMetrics, type EpochMetrics } from './metrics.js';
+import { appendMetrics, formatEpochLine, type EpochMetrics } from './metrics.js';
 import { ProgressBar } from './progress.js';
-import { writeCurvesPng, writeSamplesPng } from './plot.js';
-import { checkpointFileName, loadNewestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from './checkpoint.js';
-import type { Dataset, ImageSet } from './types.js';
-
-const INIT_TAG = 0x1a17;
-const KEEP_CHECKPOINTS = 3;
-
-/** Everything a checkpoint must hold to continue a run exactly. */
-export interface TrainState {
-  weights: Float32Array;
-  momentum: Float32Array;
-  runningStats: Float32Array;
-  /** Optimizer steps taken so far; step 0 initialises the momentum buffer. */
-  step: number;
-  /** Epoch in progress (0-based) and steps of it already done. */
-  epoch: number;
-  stepInEpoch: number;
-  /** Running sums of the epoch in progress, so a mid-epoch resume reports the same metrics. */
-  epochTotals: { lossSum: number; correct: number; seen: number; seconds: number };
-  history: EpochMetrics[];
-}
-
-interface CheckpointMeta {
-  config: TrainConfig;
-  step: number;
-  epoch: number;
-  stepInEpoch: number;
-  epochTotals: TrainState['epochTotals'];
-  history: EpochMetrics[];
-  paramCount: number;
-}
+import { writeCurvesPng } from './plot.js';
+import { writeSamples } from './samples.js';
+import { freshState, resumeState, saveCheckpoint, type TrainState } from './train-state.js';
+export type { TrainState } from './train-state.js';
+import type { ImageSet } from './types.js';
 
 export interface TrainIo {
   log: (line: string) => void;
@@ -78,7 +51,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   io.log(`data: ${data.name}, ${data.train.count} train / ${data.test.count} test images; model: ${cfg.model} width ${cfg.width}, ${spec.paramCount.toLocaleString('en-US')} parameters; backend ${backend}`);
   fs.mkdirSync(cfg.out, { recursive: true });
 
-  const state = cfg.resume ? await resumeState(cfg, spec, io) : freshState(cfg, spec);
+  const state = cfg.resume ? await resumeState(cfg, spec, io.log) : freshState(cfg, spec);
   const metricsFile = path.join(cfg.out, 'metrics.jsonl');
   if (!cfg.resume) fs.rmSync(metricsFile, { force: true });
   if (cfg.plots && !cfg.resume) await writeSamples(cfg, data);
@@ -162,67 +135,6 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   return { history: state.history, state, spec, dataWaitMs, trainMs: Date.now() - trainStart };
 }
 
-function freshState(cfg: TrainConfig, spec: ModelSpec): TrainState {
-  const rng = Rng.seeded(INIT_TAG, cfg.seed);
-  return {
-    weights: initParams(spec, () => rng.nextFloat()),
-    momentum: new Float32Array(spec.paramCount),
-    runningStats: initRunningStats(spec),
-    step: 0,
-    epoch: 0,
-    stepInEpoch: 0,
-    epochTotals: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
-    history: [],
-  };
-}
-
-/** Fields that must match for a checkpoint to continue this run. */
-const RESUME_KEYS = ['model', 'width', 'norm', 'dataset', 'trainLimit', 'testLimit', 'batchSize', 'seed'] as const;
-
-async function resumeState(cfg: TrainConfig, spec: ModelSpec, io: TrainIo): Promise<TrainState> {
-  const ckpt = await loadNewestValidCheckpoint<CheckpointMeta>(cfg.out, (msg) => io.log(`warning: ${msg}`));
-  const meta = ckpt.meta;
-  for (const key of RESUME_KEYS) {
-    if (meta.config[key] !== cfg[key]) {
-      throw new Error(
-        `cannot resume from ${ckpt.path}: it was written with --${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} ${String(meta.config[key])}, ` +
-          `this run has ${String(cfg[key])}; pass the same flags or use a new --out`,
-      );
-    }
-  }
-  const { weights, momentum, running_stats: runningStats } = ckpt.tensors;
-  if (meta.paramCount !== spec.paramCount || weights?.length !== spec.paramCount || momentum?.length !== spec.paramCount ||
-      runningStats?.length !== spec.runningStatsSize) {
-    throw new Error(`cannot resume from ${ckpt.path}: its tensors do not fit ${cfg.model} width ${cfg.width}`);
-  }
-  // metrics.jsonl may have lines past the checkpoint (a crash between the two
-  // writes): rewrite it from the checkpoint's history so no epoch appears twice.
-  const metricsFile = path.join(cfg.out, 'metrics.jsonl');
-  const onDisk = fs.existsSync(metricsFile) ? await readMetrics(metricsFile) : [];
-  if (onDisk.length !== meta.history.length) {
-    fs.rmSync(metricsFile, { force: true });
-    for (const m of meta.history) await appendMetrics(metricsFile, m);
-  }
-  io.log(`resumed from ${ckpt.path} (epoch ${meta.epoch + 1}, step ${meta.step})`);
-  return {
-    weights: weights.slice(), momentum: momentum.slice(), runningStats: runningStats.slice(),
-    step: meta.step, epoch: meta.epoch, stepInEpoch: meta.stepInEpoch,
-    epochTotals: { ...meta.epochTotals }, history: meta.history,
-  };
-}
-
-async function saveCheckpoint(cfg: TrainConfig, spec: ModelSpec, state: TrainState): Promise<void> {
-  const meta: CheckpointMeta = {
-    config: cfg, step: state.step, epoch: state.epoch, stepInEpoch: state.stepInEpoch,
-    epochTotals: state.epochTotals, history: state.history, paramCount: spec.paramCount,
-  };
-  await writeCheckpoint(cfg.out, checkpointFileName(state.epoch, state.step), {
-    meta,
-    tensors: { weights: state.weights, momentum: state.momentum, running_stats: state.runningStats },
-  });
-  await pruneCheckpoints(cfg.out, KEEP_CHECKPOINTS);
-}
-
 /** Eval-mode loss and accuracy over a whole image set, in batches of the training size. */
 export function evaluate(replica: Replica, set: ImageSet, runningStats: Float32Array, batchSize: number): { loss: number; acc: number } {
   let lossSum = 0;
@@ -234,19 +146,4 @@ export function evaluate(replica: Replica, set: ImageSet, runningStats: Float32A
     correct += r.correct;
   }
   return { loss: lossSum / set.count, acc: correct / set.count };
-}
-
-/** samples.png: 8 augmented training images of the first epoch, with their class names. */
-async function writeSamples(cfg: TrainConfig, data: Dataset): Promise<void> {
-  const set = data.train;
-  const indices = globalBatches(set.count, 8, cfg.seed, 0, { shuffle: true })[0];
-  const { x, y } = makeBatch(set, indices, { augment: true, seed: cfg.seed, epoch: 0, ...NORMALIZE });
-  const pixelsPer = set.height * set.width * set.channels;
-  const images = Array.from(indices, (_, i) => {
-    // Undo the normalisation (x * 0.5 + 0.5), as the seed's plot does.
-    const pixels = new Uint8Array(pixelsPer);
-    for (let k = 0; k < pixelsPer; k++) pixels[k] = Math.round(Math.min(1, Math.max(0, x[i * pixelsPer + k] * 0.5 + 0.5)) * 255);
-    return { pixels, height: set.height, width: set.width, channels: set.channels, label: data.classes[y[i]] };
-  });
-  await writeSamplesPng(path.join(cfg.out, 'samples.png'), images);
 }

@@ -1,16 +1,30 @@
 #!/usr/bin/env node
-// `coordinator`: runs a training job. With --workers 1 it trains in this
-// process; distributed runs (--workers > 1) come with the coordinator of the
-// distributed-training issue.
+// `coordinator`: runs a training job. With --workers 1 (and no --local-workers)
+// it trains in this process; otherwise it coordinates N data-parallel workers,
+// --local-workers of them as threads here and the rest joining with
+// `worker --connect host:port --token T`.
 import { Command, Option } from 'commander';
 import { addTrainOptions, configFromOptions } from '../common/config.js';
 import { runMain, UsageError } from '../common/cli-errors.js';
 import { train } from '../common/trainer.js';
+import { runCoordinator } from './coordinator.js';
+import { TOKEN_ENV } from './admission.js';
+
+const DEFAULT_PORT = 29500;
 
 const program = addTrainOptions(
   new Command('coordinator')
     .description('Train a CIFAR ResNet (data-parallel across --workers replicas)')
-    .addOption(new Option('--workers <n>', 'number of replicas').default(1).argParser((v) => Number(v))),
+    .addOption(new Option('--workers <n>', 'number of replicas').default(1).argParser((v) => Number(v)))
+    .addOption(new Option('--local-workers <k>', 'how many replicas run as threads of this process (default: all)').argParser((v) => Number(v)))
+    .option('--host <addr>', 'interface the control server listens on', '127.0.0.1')
+    .addOption(new Option('--port <n>', 'control server port (0: any free port)').default(DEFAULT_PORT).argParser((v) => Number(v)))
+    .option('--token <secret>', `shared secret remote workers must present (or ${TOKEN_ENV})`)
+    .addOption(new Option('--allreduce <kind>', 'gradient all-reduce algorithm').choices(['ring', 'star']).default('ring'))
+    .addOption(new Option('--checksum-every <steps>', 'compare the replicas\' weights every N steps').default(50).argParser((v) => Number(v)))
+    .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
+    .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
+    .option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)'),
 );
 program.showHelpAfterError('(run "coordinator --help" for all flags)');
 program.exitOverride((err) => {
@@ -21,11 +35,34 @@ await runMain('coordinator', async () => {
   program.parse();
   const opts = program.opts();
   if (!Number.isInteger(opts.workers) || opts.workers < 1) throw new UsageError(`--workers must be a positive integer, got ${String(opts.workers)}`);
-  if (opts.workers > 1) {
-    throw new UsageError(`--workers ${opts.workers}: distributed training is not available in this version yet; use --workers 1`);
+  const localWorkers: number = opts.localWorkers ?? opts.workers;
+  if (!Number.isInteger(localWorkers) || localWorkers < 0 || localWorkers > opts.workers) {
+    throw new UsageError(`--local-workers must be an integer from 0 to --workers (${opts.workers}), got ${String(opts.localWorkers)}`);
   }
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new UsageError(`--port must be 0..65535, got ${String(opts.port)}`);
+  if (!Number.isInteger(opts.checksumEvery) || opts.checksumEvery < 1) {
+    throw new UsageError(`--checksum-every must be a positive integer, got ${String(opts.checksumEvery)}`);
+  }
+  const remote = opts.workers - localWorkers;
+  if (remote > 0 && !opts.token && !process.env[TOKEN_ENV]) {
+    throw new UsageError(`${remote} remote worker(s) need a shared secret: pass --token <secret> (or set ${TOKEN_ENV}) here and to every worker`);
+  }
+  const gpus = opts.gpus === undefined ? undefined : String(opts.gpus).split(',').map((g) => g.trim());
+  if (gpus && gpus.some((g) => !/^\d+$/.test(g))) throw new UsageError(`--gpus expects comma-separated GPU ids like 0,1,2,3, got "${String(opts.gpus)}"`);
+  if (gpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
   const cfg = configFromOptions(opts);
-  const result = await train(cfg, { log: (line) => console.log(line), progressStream: process.stdout });
+  const log = (line: string) => console.log(line);
+  if (opts.workers === 1 && opts.localWorkers === undefined && !opts.localMode && !gpus) {
+    const result = await train(cfg, { log, progressStream: process.stdout });
+    const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
+    console.log(`done: ${result.state.step} steps, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
+    return;
+  }
+  const result = await runCoordinator(cfg, {
+    workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
+    allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
+    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, log, progressStream: process.stdout,
+  });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
-  console.log(`done: ${result.state.step} steps, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
+  console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
 });

@@ -1,18 +1,42 @@
 #!/usr/bin/env node
-// `worker --connect host:port`: joins a coordinator as one data-parallel replica.
-import { Command } from 'commander';
+// `worker --connect host:port --token T`: joins a coordinator as one data-parallel replica.
+import { Command, Option } from 'commander';
 import { runMain, UsageError } from '../common/cli-errors.js';
+import type { BackendChoice } from '../common/types.js';
+import { CACHE_ENV, defaultCacheDir } from '../common/data/dataset-cache.js';
+import { parseHostPort, runWorker } from './worker.js';
+
+const TOKEN_ENV = 'TFJS_DDP_TOKEN';
+/** Lets cluster managers (Kubernetes, Slurm) inject the address instead of a flag. */
+const CONNECT_ENV = 'TFJS_DDP_COORDINATOR';
 
 const program = new Command('worker')
   .description('Join a coordinator as one training replica')
-  .requiredOption('--connect <host:port>', 'coordinator address')
-  .option('--token <token>', 'shared secret (or TFJS_DDP_TOKEN)')
-  .option('--backend <name>', 'TensorFlow.js backend', 'auto');
+  .option('--connect <host:port>', `coordinator address (or ${CONNECT_ENV})`)
+  .option('--token <token>', `shared secret (or ${TOKEN_ENV})`)
+  .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the coordinator's --backend)").choices(['auto', 'tensorflow', 'wasm', 'cpu']))
+  .option('--ring-host <addr>', 'address this worker\'s all-reduce endpoint listens on and the other workers reach it at', '127.0.0.1')
+  .addOption(new Option('--ring-port <n>', 'port of this worker\'s all-reduce endpoint (0: any free port; fix it to open a firewall)').default(0).argParser((v) => Number(v)))
+  .option('--cache-dir <dir>', `where received datasets are cached by content hash (default: $${CACHE_ENV} or ~/.cache/tfjs-ddp)`)
+  .option('--no-cache', 'do not cache the received dataset');
 program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 await runMain('worker', async () => {
   program.parse();
-  const { connect } = program.opts<{ connect: string }>();
-  if (!/^[^:\s]+:\d{1,5}$/.test(connect)) throw new UsageError(`--connect expects host:port, got "${connect}"`);
-  throw new UsageError('remote workers are not available in this version yet: run "coordinator --workers 1" to train in one process');
+  const opts = program.opts<{ connect?: string; token?: string; backend?: BackendChoice; ringHost: string; ringPort: number; cacheDir?: string; cache: boolean }>();
+  const connect = opts.connect ?? process.env[CONNECT_ENV];
+  if (!connect) throw new UsageError(`no coordinator address: pass --connect host:port (or set ${CONNECT_ENV})`);
+  try {
+    parseHostPort(connect);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (!Number.isInteger(opts.ringPort) || opts.ringPort < 0 || opts.ringPort > 65535) throw new UsageError(`--ring-port must be 0..65535, got ${String(opts.ringPort)}`);
+  const token = opts.token ?? process.env[TOKEN_ENV];
+  if (!token) throw new UsageError(`no token: pass --token <secret> (or set ${TOKEN_ENV}) as given to the coordinator`);
+  await runWorker({
+    connect, token, backend: opts.backend, ringHost: opts.ringHost, ringPort: opts.ringPort, cacheDir: opts.cache ? (opts.cacheDir ?? defaultCacheDir()) : null,
+    log: (line) => console.log(`worker: ${line}`),
+  });
+  console.log('worker: done');
 });

@@ -6,7 +6,7 @@ import type { Dataset, DatasetName, ImageSet } from '../types.js';
 import { DEFAULT_CIFAR10_DIR, loadCifar10 } from './cifar10.js';
 import { type Cifar10SourceOptions, ensureCifar10 } from './cifar10-download.js';
 import { DEFAULT_FASHION_MNIST_DIR, loadFashionMnist } from './fashion-mnist.js';
-import { deriveSeed } from './prng.js';
+import { seedFor } from '../rng.js';
 import { balancedSubset } from './subset.js';
 import { generateSynthetic } from './synthetic.js';
 
@@ -70,8 +70,8 @@ export async function loadDataset(options: LoadDatasetOptions): Promise<Dataset>
   if (options.name !== 'synthetic') {
     dataset = {
       ...dataset,
-      train: limit(dataset.train, options.trainLimit, dataset.classes.length, deriveSeed(options.seed, 'train-subset'), '--train-limit'),
-      test: limit(dataset.test, options.testLimit, dataset.classes.length, deriveSeed(options.seed, 'test-subset'), '--test-limit'),
+      train: limit(dataset.train, options.trainLimit, dataset.classes.length, seedFor(options.seed, 'train-subset'), '--train-limit'),
+      test: limit(dataset.test, options.testLimit, dataset.classes.length, seedFor(options.seed, 'test-subset'), '--test-limit'),
     };
   }
   log(

@@ -4,7 +4,7 @@
 // that a subset of an ordered file still reads in that order.
 
 import type { ImageSet } from '../types.js';
-import { mulberry32, shuffleInPlace } from './prng.js';
+import { Rng } from '../rng.js';
 
 /**
  * Returns `limit` images from `set` with class counts as equal as possible.
@@ -26,18 +26,18 @@ export function balancedSubset(
   }
   if (limit === set.count) return set;
 
-  const random = mulberry32(seed);
+  const rng = new Rng(seed);
   const indicesByClass = groupByClass(set.labels, classCount);
   const quotas = balancedQuotas(
     indicesByClass.map((indices) => indices.length),
     limit,
-    random,
+    rng,
   );
 
   const chosen = new Int32Array(limit);
   let filled = 0;
   for (let c = 0; c < classCount; c++) {
-    const picked = shuffleInPlace(indicesByClass[c], random).subarray(0, quotas[c]);
+    const picked = rng.shuffle(indicesByClass[c]).subarray(0, quotas[c]);
     chosen.set(picked, filled);
     filled += picked.length;
   }
@@ -50,7 +50,7 @@ export function balancedSubset(
  * the same share unless it has fewer images, in which case it gives all it has
  * and the others share the rest. The leftover +1s go to seed-chosen classes.
  */
-export function balancedQuotas(available: number[], total: number, random: () => number): number[] {
+export function balancedQuotas(available: number[], total: number, rng: Rng): number[] {
   const quotas = new Array<number>(available.length).fill(0);
   let open = available.map((_, c) => c).filter((c) => available[c] > 0);
   let remaining = total;
@@ -70,7 +70,7 @@ export function balancedQuotas(available: number[], total: number, random: () =>
     if (open.length === 0) break;
   }
   // Here every open class has more than `share` images, so each can take one more.
-  const lucky = shuffleInPlace(Int32Array.from(open), random).subarray(0, remaining);
+  const lucky = rng.shuffle(Int32Array.from(open)).subarray(0, remaining);
   for (const c of lucky) quotas[c] += 1;
   return quotas;
 }

@@ -1,0 +1,95 @@
+// One end of a control channel: a WebSocket carrying protocol messages, with
+// an inbox so that messages arriving before anyone waits for them are kept,
+// and a receive that rejects (naming the peer) once the socket is gone.
+
+import type { WebSocket } from 'ws';
+import { decodeMessage, encodeMessage } from './codec.js';
+import type { ControlMessage, MessageOfType } from './types.js';
+
+export class ControlConnection {
+  private readonly inbox: ControlMessage[] = [];
+  private waiter: { resolve: (m: ControlMessage) => void; reject: (e: Error) => void } | null = null;
+  private failure: Error | null = null;
+  /** Resolves when the socket has closed, for whatever reason. */
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly ws: WebSocket,
+    /** Who is on the other end, for messages: "rank 2", "127.0.0.1:51234", "coordinator". */
+    public peer: string,
+  ) {
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.failure) return;
+      try {
+        if (!isBinary) throw new Error('sent a text message; the control channel carries binary msgpack only');
+        this.deliver(decodeMessage(data));
+      } catch (err) {
+        this.fail(new Error(`${this.peer}: ${(err as Error).message}`));
+        ws.close(1002, 'protocol error');
+      }
+    });
+    ws.on('error', (err) => this.fail(new Error(`${this.peer}: connection error: ${err.message}`)));
+    this.closed = new Promise((resolve) => {
+      ws.on('close', (code, reason) => {
+        const why = reason.length > 0 ? ` (${reason.toString()})` : code !== 1000 && code !== 1005 ? ` (code ${code})` : '';
+        this.fail(new Error(`${this.peer} closed the connection${why}`));
+        resolve();
+      });
+    });
+  }
+
+  send(msg: ControlMessage): void {
+    if (this.ws.readyState !== this.ws.OPEN) throw this.failure ?? new Error(`${this.peer}: connection is not open`);
+    this.ws.send(encodeMessage(msg));
+  }
+
+  /** The next message, whatever its type. An `error` message from the peer rejects. */
+  receive(): Promise<ControlMessage> {
+    const next = this.inbox.shift();
+    if (next) return Promise.resolve(next);
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new Error(`internal: two concurrent receives on ${this.peer}`));
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** The next message, which must be of type `type`; the peer's `error` message becomes the rejection. */
+  async expect<T extends ControlMessage['type']>(type: T): Promise<MessageOfType<T>> {
+    const msg = await this.receive();
+    if (msg.type === type) return msg as MessageOfType<T>;
+    if (msg.type === 'error') throw new Error(`${this.peer} failed: ${msg.message}`);
+    if (msg.type === 'refused') throw new Error(`${this.peer} refused this worker: ${msg.reason}`);
+    throw new Error(`${this.peer} sent "${msg.type}" where the protocol expects "${type}"`);
+  }
+
+  /** Closes politely; resolves once the socket is closed. */
+  async close(code = 1000, reason = ''): Promise<void> {
+    if (this.ws.readyState === this.ws.CLOSED) return;
+    this.ws.close(code, reason);
+    const timer = setTimeout(() => this.ws.terminate(), 2000);
+    await this.closed;
+    clearTimeout(timer);
+  }
+
+  private deliver(msg: ControlMessage): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve(msg);
+    } else {
+      this.inbox.push(msg);
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(err);
+    }
+  }
+}

@@ -1,0 +1,3 @@
+export * from './types.js';
+export { configHash, decodeMessage, encodeMessage, ProtocolError, weightsChecksum } from './codec.js';
+export { ControlConnection } from './connection.js';

@@ -1,0 +1,155 @@
+// Messages of the control channel between the coordinator and its workers
+// (one WebSocket per worker, msgpack-encoded binary messages). The order and
+// the rules of who waits for whom are in docs/PROTOCOL.md. Gradients never
+// travel here: they go through the all-reduce links (src/common/allreduce).
+
+import type { TrainConfig } from '../config.js';
+
+/** Bumped on any incompatible change to the messages below. */
+export const PROTOCOL_VERSION = 1;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export type AllReduceKind = 'ring' | 'star';
+
+// ---- worker -> coordinator ------------------------------------------------
+
+/** First message of every worker. */
+export interface HelloMessage {
+  type: 'hello';
+  protocol: number;
+  token: string;
+  /** Backend the worker was told to use (its --backend), or null to follow the run's config. */
+  backend: string | null;
+}
+
+/** Sent once the worker has its data, model and all-reduce endpoint ready. */
+export interface ReadyMessage {
+  type: 'ready';
+  /** Where the next rank must connect (ring); null for the star or a world of one. */
+  ringAddress: HostPort | null;
+  /** The backend actually in use, for the coordinator's log. */
+  backend: string;
+}
+
+/** One optimizer step done; the sums are over this rank's shard only. */
+export interface StepMessage {
+  type: 'step';
+  step: number;
+  lossSum: number;
+  correct: number;
+  count: number;
+  /** Weight checksum after this step, on the steps the coordinator asked for; else null. */
+  checksum: string | null;
+  /** Milliseconds of this step spent in the gradient all-reduce, and in the whole step. */
+  reduceMs: number;
+  stepMs: number;
+}
+
+/** End-of-epoch evaluation of this rank's shard of the test set. */
+export interface EvalMessage {
+  type: 'eval';
+  epoch: number;
+  lossSum: number;
+  correct: number;
+  count: number;
+}
+
+/** Reply to `init`: whether the worker already holds the announced dataset (its cache). */
+export interface DataStatusMessage {
+  type: 'data-status';
+  cached: boolean;
+}
+
+/**
+ * Reply to `snapshot`, from every rank: its step and the checksum of its
+ * weights and (averaged) BatchNorm statistics. Rank 0 also sends the state
+ * itself, which is identical on every rank.
+ */
+export interface StateMessage {
+  type: 'state';
+  step: number;
+  checksum: string;
+  weights: Float32Array | null;
+  momentum: Float32Array | null;
+  runningStats: Float32Array | null;
+}
+
+/** The worker failed; it closes the connection right after. */
+export interface ErrorMessage {
+  type: 'error';
+  message: string;
+}
+
+// ---- coordinator -> worker ------------------------------------------------
+
+export interface RefusedMessage {
+  type: 'refused';
+  reason: string;
+}
+
+export interface InitMessage {
+  type: 'init';
+  rank: number;
+  worldSize: number;
+  config: TrainConfig;
+  /** sha256 of the canonical JSON of `config`: the worker checks it arrived intact. */
+  configHash: string;
+  /** sha256 of the dataset blob (src/common/data/dataset-cache.ts) and its size in bytes. */
+  datasetHash: string;
+  datasetBytes: number;
+  /** The state to start from: fresh initial weights, or a checkpoint's when resuming. */
+  weights: Float32Array;
+  momentum: Float32Array;
+  runningStats: Float32Array;
+  /** Optimizer steps already taken (0 for a fresh run: the first step initialises the momentum). */
+  step: number;
+  allreduce: AllReduceKind;
+  /** Run tag for the all-reduce frames, so peers from another run are rejected. */
+  tag: number;
+  /** Workers include a checksum in `step` every this many steps. */
+  checksumEvery: number;
+}
+
+/** The dataset blob, sent only to workers that reported `cached: false`. */
+export interface DatasetMessage {
+  type: 'dataset';
+  hash: string;
+  blob: Uint8Array;
+}
+
+/** After every rank is ready: whom to connect to for the all-reduce. */
+export interface ConnectMessage {
+  type: 'connect';
+  /** Ring: the previous rank's address. Star: the hub's address. Null for a world of one. */
+  peer: HostPort | null;
+}
+
+/**
+ * Train global batches `from` .. `from + steps - 1` of `epoch`; if that
+ * completes the epoch, average the BatchNorm statistics and evaluate.
+ */
+export interface EpochMessage {
+  type: 'epoch';
+  epoch: number;
+  from: number;
+  steps: number;
+}
+
+/** Average the BatchNorm statistics across ranks and reply with `state` (checkpoints, the end of the run). */
+export interface SnapshotMessage {
+  type: 'snapshot';
+}
+
+/** Checksums agree; the worker may close and exit 0. */
+export interface DoneMessage {
+  type: 'done';
+}
+
+export type WorkerMessage = HelloMessage | DataStatusMessage | ReadyMessage | StepMessage | EvalMessage | StateMessage | ErrorMessage;
+export type CoordinatorMessage = RefusedMessage | InitMessage | DatasetMessage | ConnectMessage | EpochMessage | SnapshotMessage | DoneMessage;
+export type ControlMessage = WorkerMessage | CoordinatorMessage;
+export type MessageOfType<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>;

@@ -1,0 +1,394 @@
+// The coordinator of a data-parallel run. It owns the run's configuration and
+// initial weights, admits N workers over a control WebSocket, wires their
+// all-reduce, and then drives training epoch by epoch: workers exchange
+// gradients among themselves and report only small per-step sums here, from
+// which the coordinator writes metrics.jsonl and curves.png exactly as the
+// single-process trainer does. See docs/PROTOCOL.md for the message order.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { TrainConfig } from '../common/config.js';
+import { loadDataset } from '../common/data/load-dataset.js';
+import { encodeDataset } from '../common/data/dataset-cache.js';
+import { buildModelSpec, type ModelSpec } from '../common/model/spec.js';
+import { learningRate } from '../common/optim/schedule.js';
+import { freshState, resumeState, saveCheckpoint, type TrainState } from '../common/train-state.js';
+import { writeSamples } from '../common/samples.js';
+import { appendMetrics, formatEpochLine, type EpochMetrics } from '../common/metrics.js';
+import { ProgressBar, type ProgressStream } from '../common/progress.js';
+import { writeCurvesPng } from '../common/plot.js';
+import { StarHub, StarHubServer } from '../common/allreduce/index.js';
+import {
+  configHash, ControlConnection,
+  type AllReduceKind, type ControlMessage, type HostPort, type MessageOfType,
+} from '../common/protocol/index.js';
+import type { BackendChoice } from '../common/types.js';
+import { Admission, resolveToken } from './admission.js';
+import { defaultLocalMode, LocalWorkers, type LocalMode } from './local-workers.js';
+
+const HELLO_TIMEOUT_MS = 30_000;
+/** Large enough for the initial weights of ResNet152 width 64 (about 240 MB). */
+const MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024 * 1024;
+
+export interface CoordinatorOptions {
+  /** World size N. */
+  workers: number;
+  /** How many of the N run as threads of this process; default N. The rest join with `worker --connect`. */
+  localWorkers?: number;
+  host?: string;
+  /** 0 = any free port (see onListening). */
+  port?: number;
+  /** Shared secret; default $TFJS_DDP_TOKEN, or a random one when every worker is local. */
+  token?: string;
+  allreduce?: AllReduceKind;
+  /** Compare the replicas' weight checksums every this many steps (and at the end); default 50. */
+  checksumEvery?: number;
+  /**
+   * Goyal et al.'s mode: --batch-size is each worker's batch, so the global
+   * batch and the learning rate grow N-fold (linear scaling rule).
+   */
+  perWorkerBatch?: boolean;
+  /** Backend override for the local workers (default: the config's). */
+  localBackend?: BackendChoice;
+  /** Local workers as threads or as child processes (default: processes for the tensorflow backend, else threads). */
+  localMode?: LocalMode;
+  /** GPU ids for local child processes, one per process (round robin), set as CUDA_VISIBLE_DEVICES. */
+  gpus?: string[];
+  log?: (line: string) => void;
+  progressStream?: ProgressStream;
+  /** Called once the control server listens, with its actual address. */
+  onListening?: (address: HostPort) => void;
+}
+
+export interface CoordinatorResult {
+  history: EpochMetrics[];
+  /** Final state (rank 0's; every rank's checksum agreed): weights, momentum, BatchNorm statistics, step. */
+  state: TrainState;
+  /** The configuration actually run (after --per-worker-batch scaling). */
+  config: TrainConfig;
+  steps: number;
+  trainMs: number;
+  /** Share of the workers' step time spent in the gradient all-reduce (mean over ranks and steps). */
+  allReduceShare: number;
+}
+
+/** Runs a whole distributed training job; rejects with a message naming the failing rank. */
+export async function runCoordinator(requested: TrainConfig, options: CoordinatorOptions): Promise<CoordinatorResult> {
+  const log = options.log ?? (() => {});
+  const worldSize = options.workers;
+  const localCount = options.localWorkers ?? worldSize;
+  if (!Number.isInteger(worldSize) || worldSize < 1) throw new Error(`--workers must be a positive integer, got ${worldSize}`);
+  if (!Number.isInteger(localCount) || localCount < 0 || localCount > worldSize) {
+    throw new Error(`--local-workers must be an integer in [0, ${worldSize}] (the --workers count), got ${localCount}`);
+  }
+  const cfg = options.perWorkerBatch ? linearScaling(requested, worldSize, log) : requested;
+  const checksumEvery = options.checksumEvery ?? 50;
+  const allreduce = options.allreduce ?? 'ring';
+  const token = resolveToken(options.token, worldSize - localCount);
+  const admission = new Admission(token);
+
+  // Workers receive the data from here (or from their cache), so only the coordinator needs the files.
+  const data = await loadDataset({
+    name: cfg.dataset, dataDir: cfg.dataDir, trainLimit: cfg.trainLimit, testLimit: cfg.testLimit,
+    seed: cfg.seed, download: cfg.download, log,
+  });
+  const blob = encodeDataset(data);
+  const spec = buildModelSpec({
+    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
+  });
+  fs.mkdirSync(cfg.out, { recursive: true });
+  const state = cfg.resume ? await resumeState(cfg, spec, log) : freshState(cfg, spec);
+  if (cfg.plots && !cfg.resume) await writeSamples(cfg, data);
+  log(`data: ${data.name}, ${data.train.count} train / ${data.test.count} test images; model: ${cfg.model} width ${cfg.width}, ` +
+    `${spec.paramCount.toLocaleString('en-US')} parameters; ${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce`);
+
+  const server = await listen(options.host ?? '127.0.0.1', options.port ?? 0);
+  const address = server.address() as { address: string; port: number };
+  const actual = { host: options.host ?? '127.0.0.1', port: address.port };
+  log(`listening on ws://${actual.host}:${actual.port}, waiting for ${worldSize} worker${worldSize === 1 ? '' : 's'}` +
+    (worldSize > localCount ? ` (${worldSize - localCount} to join with: worker --connect ${actual.host}:${actual.port} --token <token>)` : ''));
+  options.onListening?.(actual);
+
+  const lobby = new Lobby(worldSize, admission, log);
+  server.on('connection', (ws, req) => void lobby.admit(ws, req));
+  const local = localCount > 0
+    ? new LocalWorkers(localCount, {
+      connect: `${actual.host}:${actual.port}`, token, backend: options.localBackend,
+      mode: options.localMode ?? defaultLocalMode(options.localBackend ?? cfg.backend), gpus: options.gpus, log,
+    })
+    : null;
+  let hub: StarHub | null = null;
+  let serving: Promise<void> | null = null;
+  let ranks: ControlConnection[] = [];
+  let started = false;
+  try {
+    ranks = await (local ? Promise.race([lobby.full, local.failed]) : lobby.full);
+    server.removeAllListeners('connection');
+    server.on('connection', (ws) => refuseLate(ws, log));
+    started = true;
+
+    const tag = randomInt(1, 0xffff_ffff);
+    const hash = configHash(cfg);
+    ranks.forEach((conn, rank) => {
+      conn.peer = `rank ${rank} (${conn.peer})`;
+      conn.send({
+        type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: blob.hash, datasetBytes: blob.bytes.byteLength,
+        weights: state.weights, momentum: state.momentum, runningStats: state.runningStats, step: state.step,
+        allreduce, tag, checksumEvery,
+      });
+    });
+    const statuses = await gather(ranks, 'data-status');
+    statuses.forEach((status, rank) => {
+      if (!status.cached) ranks[rank].send({ type: 'dataset', hash: blob.hash, blob: blob.bytes });
+    });
+    const cachedCount = statuses.filter((st) => st.cached).length;
+    log(`dataset ${blob.hash.slice(0, 12)} (${(blob.bytes.byteLength / 1e6).toFixed(1)} MB): sent to ${worldSize - cachedCount} worker(s), cached on ${cachedCount}`);
+    const hubServer = allreduce === 'star' && worldSize > 1 ? await StarHubServer.listen({ worldSize, host: actual.host, port: 0, tag }) : null;
+    const readies = await gather(ranks, 'ready');
+    readies.forEach((r, rank) => log(`rank ${rank}: ready, backend ${r.backend}`));
+    ranks.forEach((conn, rank) => {
+      const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
+      conn.send({ type: 'connect', peer });
+    });
+    if (hubServer) {
+      hub = new StarHub(await hubServer.accept(), { tag });
+      serving = hub.serve();
+      serving.catch(() => {}); // a hub failure also fails the workers, whose errors are reported
+    }
+
+    const run = await drive(cfg, spec, state, ranks, {
+      trainCount: data.train.count, testCount: data.test.count, checksumEvery, log, progressStream: options.progressStream,
+    });
+    if (hub) {
+      await hub.close();
+      await serving;
+    }
+    for (const conn of ranks) conn.send({ type: 'done' });
+    await Promise.all(ranks.map((c) => c.closed));
+    return { ...run, state, config: cfg };
+  } catch (err) {
+    // A lost or failed worker ends the run: the others cannot go on without its shard.
+    if (started) throw new Error(`run aborted: ${(err as Error).message}`, { cause: err });
+    throw err;
+  } finally {
+    await hub?.close();
+    await Promise.all([...lobby.waiting(), ...ranks].map((c) => c.close(1011, 'coordinator stopped')));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await local?.stop();
+  }
+}
+
+/** --per-worker-batch: each worker keeps --batch-size, so the global batch and the lr scale by N (Goyal et al. 2017). */
+function linearScaling(cfg: TrainConfig, worldSize: number, log: (line: string) => void): TrainConfig {
+  const scaled = { ...cfg, batchSize: cfg.batchSize * worldSize, lr: cfg.lr * worldSize };
+  log(`per-worker batch ${cfg.batchSize} x ${worldSize} workers: global batch ${scaled.batchSize}, lr ${cfg.lr} x ${worldSize} = ${scaled.lr}` +
+    (cfg.warmupEpochs > 0 ? `, ${cfg.warmupEpochs} warmup epoch(s)` : ' (consider --warmup-epochs, as Goyal et al. do)'));
+  return scaled;
+}
+
+interface DriveOptions {
+  trainCount: number;
+  testCount: number;
+  checksumEvery: number;
+  log: (line: string) => void;
+  progressStream?: ProgressStream;
+}
+
+/**
+ * The epoch loop, in the trainer's order: steps, evaluation, metrics, plots,
+ * checkpoint. The workers train segments of an epoch (up to the next
+ * checkpoint or --max-steps); between segments the coordinator takes a
+ * snapshot from rank 0 and writes the checkpoint itself. `state` is updated
+ * in place and ends as the run's final state.
+ */
+async function drive(
+  cfg: TrainConfig, spec: ModelSpec, state: TrainState, ranks: ControlConnection[], o: DriveOptions,
+): Promise<Omit<CoordinatorResult, 'state' | 'config'>> {
+  const metricsFile = path.join(cfg.out, 'metrics.jsonl');
+  if (!cfg.resume) fs.rmSync(metricsFile, { force: true });
+  const stepsPerEpoch = Math.ceil(o.trainCount / cfg.batchSize);
+  const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+  const trainStart = Date.now();
+  let reduceMs = 0;
+  let stepMs = 0;
+  const stopAt = cfg.maxSteps > 0 ? cfg.maxSteps : Infinity;
+  while (state.epoch < cfg.epochs && state.step < stopAt) {
+    const epoch = state.epoch;
+    const epochStart = Date.now() - state.epochTotals.seconds * 1000;
+    const bar = new ProgressBar({ epoch: epoch + 1, epochs: cfg.epochs, total: o.trainCount, stream: o.progressStream });
+    const totals = state.epochTotals;
+    while (state.stepInEpoch < stepsPerEpoch && state.step < stopAt) {
+      // A segment ends at the epoch's end, at --max-steps, or at the next --checkpoint-every step.
+      const untilCheckpoint = cfg.checkpointEvery > 0 ? cfg.checkpointEvery - (state.step % cfg.checkpointEvery) : Infinity;
+      const steps = Math.min(stepsPerEpoch - state.stepInEpoch, stopAt - state.step, untilCheckpoint);
+      for (const conn of ranks) conn.send({ type: 'epoch', epoch, from: state.stepInEpoch, steps });
+      for (let s = 0; s < steps; s++) {
+        const reports = await gather(ranks, 'step');
+        state.step++;
+        state.stepInEpoch++;
+        reports.forEach((r, rank) => {
+          if (r.step !== state.step) throw new Error(`rank ${rank} reported step ${r.step} where the run is at step ${state.step}`);
+        });
+        if (state.step % o.checksumEvery === 0) compareChecksums(reports.map((r) => r.checksum), `step ${state.step}`);
+        for (const r of reports) {
+          totals.lossSum += r.lossSum;
+          totals.correct += r.correct;
+          totals.seen += r.count;
+          reduceMs += r.reduceMs;
+          stepMs += r.stepMs;
+        }
+        bar.update(totals.seen, totals.lossSum / totals.seen);
+      }
+      if (state.stepInEpoch < stepsPerEpoch) {
+        // Mid-epoch: a --checkpoint-every boundary, or stopped by --max-steps. Either way keep the exact state.
+        totals.seconds = (Date.now() - epochStart) / 1000;
+        await snapshot(ranks, state, `step ${state.step}`);
+        await saveCheckpoint(cfg, spec, state);
+      }
+    }
+    bar.finish();
+    if (state.stepInEpoch < stepsPerEpoch) break; // stopped mid-epoch by --max-steps: no partial-epoch evaluation
+
+    const evals = await gather(ranks, 'eval');
+    const test = evals.reduce((t, e) => ({ lossSum: t.lossSum + e.lossSum, correct: t.correct + e.correct, count: t.count + e.count }), { lossSum: 0, correct: 0, count: 0 });
+    if (test.count !== o.testCount) throw new Error(`the ranks evaluated ${test.count} test images, the test set has ${o.testCount}`);
+    const seconds = (Date.now() - epochStart) / 1000;
+    const m: EpochMetrics = {
+      epoch: epoch + 1,
+      lr: learningRate(epoch, stepsPerEpoch - 1, stepsPerEpoch, schedule),
+      train_loss: totals.lossSum / totals.seen,
+      train_acc: totals.correct / totals.seen,
+      test_loss: test.lossSum / test.count,
+      test_acc: test.correct / test.count,
+      seconds,
+      images_per_s: totals.seen / seconds,
+      workers: ranks.length,
+    };
+    state.history.push(m);
+    await appendMetrics(metricsFile, m);
+    o.log(formatEpochLine(m));
+    if (cfg.plots) await writeCurvesPng(path.join(cfg.out, 'curves.png'), state.history, `${cfg.model} on ${cfg.dataset}, ${ranks.length} workers`);
+
+    state.epoch = epoch + 1;
+    state.stepInEpoch = 0;
+    state.epochTotals = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
+    // This is a sync point: every rank averages its BatchNorm statistics and rank 0 sends the state.
+    await snapshot(ranks, state, `the end of epoch ${epoch + 1}`);
+    await saveCheckpoint(cfg, spec, state);
+  }
+  const allReduceShare = stepMs > 0 ? reduceMs / stepMs : 0;
+  if (ranks.length > 1) o.log(`all-reduce: ${(100 * allReduceShare).toFixed(1)}% of the step time (mean over ranks)`);
+  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare };
+}
+
+/** Asks every rank for a snapshot, checks that they agree, and copies rank 0's tensors into `state`. */
+async function snapshot(ranks: ControlConnection[], state: TrainState, when: string): Promise<void> {
+  for (const conn of ranks) conn.send({ type: 'snapshot' });
+  const states = await gather(ranks, 'state');
+  compareChecksums(states.map((st) => st.checksum), when);
+  const { weights, momentum, runningStats, step } = states[0];
+  if (step !== state.step) throw new Error(`rank 0 is at step ${step} at ${when}, the run at step ${state.step}`);
+  if (weights?.length !== state.weights.length || momentum?.length !== state.momentum.length || runningStats?.length !== state.runningStats.length) {
+    throw new Error(`rank 0 sent a snapshot of the wrong size at ${when}`);
+  }
+  state.weights.set(weights);
+  state.momentum.set(momentum);
+  state.runningStats.set(runningStats);
+}
+
+/** One message of `type` from every rank, in rank order; the first failure of any rank rejects. */
+function gather<T extends ControlMessage['type']>(ranks: ControlConnection[], type: T): Promise<MessageOfType<T>[]> {
+  return Promise.all(ranks.map((c) => c.expect(type)));
+}
+
+/** Throws if the replicas' weights differ, naming the ranks that disagree with rank 0. */
+function compareChecksums(sums: (string | null)[], when: string): void {
+  const off = sums.flatMap((s, rank) => (s !== sums[0] || s === null ? [rank] : []));
+  if (off.length > 0) {
+    throw new Error(`replica weights diverged at ${when}: rank(s) ${off.join(', ')} differ from rank 0 ` +
+      `(${sums.map((s, r) => `rank ${r}: ${s ?? 'none'}`).join(', ')})`);
+  }
+}
+
+/** Admits workers until the run is full; a worker that leaves before the start frees its place. */
+class Lobby {
+  private readonly members: ControlConnection[] = [];
+  private readonly pending = new Set<ControlConnection>();
+  private resolveFull: (ranks: ControlConnection[]) => void = () => {};
+  readonly full: Promise<ControlConnection[]>;
+
+  constructor(
+    private readonly size: number,
+    private readonly admission: Admission,
+    private readonly log: (line: string) => void,
+  ) {
+    this.full = new Promise((resolve) => {
+      this.resolveFull = resolve;
+    });
+  }
+
+  /** Connections not yet part of the run (for cleanup). */
+  waiting(): ControlConnection[] {
+    return [...this.pending];
+  }
+
+  async admit(ws: WebSocket, req: IncomingMessage): Promise<void> {
+    const from = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const conn = new ControlConnection(ws, `worker ${from}`);
+    this.pending.add(conn);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const hello = await Promise.race([
+        conn.expect('hello'),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`sent no hello within ${HELLO_TIMEOUT_MS / 1000} s`)), HELLO_TIMEOUT_MS);
+        }),
+      ]);
+      const reason = this.members.length >= this.size ? 'the run already has all its workers' : this.admission.problem(hello);
+      if (reason !== null) {
+        this.log(`refused worker ${from}: ${reason}`);
+        conn.send({ type: 'refused', reason });
+        await conn.close(1008, 'refused');
+        return;
+      }
+    } catch (err) {
+      this.log(`dropped ${from}: ${(err as Error).message}`);
+      await conn.close(1002, 'protocol error');
+      return;
+    } finally {
+      clearTimeout(timer);
+      this.pending.delete(conn);
+    }
+    this.members.push(conn);
+    this.log(`worker ${from} joined (${this.members.length}/${this.size})`);
+    if (this.members.length === this.size) {
+      this.resolveFull([...this.members]);
+      return;
+    }
+    void conn.closed.then(() => {
+      const i = this.members.indexOf(conn);
+      if (i >= 0 && this.members.length < this.size) {
+        this.members.splice(i, 1);
+        this.log(`worker ${from} left before the start (${this.members.length}/${this.size})`);
+      }
+    });
+  }
+}
+
+function refuseLate(ws: WebSocket, log: (line: string) => void): void {
+  const conn = new ControlConnection(ws, 'late worker');
+  log('refused a late worker: the run has started');
+  conn.send({ type: 'refused', reason: 'the run has already started with all its workers' });
+  void conn.close(1008, 'refused');
+}
+
+function listen(host: string, port: number): Promise<WebSocketServer> {
+  return new Promise((resolve, reject) => {
+    const server = new WebSocketServer({ host, port, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
+    server.once('listening', () => resolve(server));
+    server.once('error', (err) => reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)));
+  });
+}

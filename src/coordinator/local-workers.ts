@@ -1,0 +1,95 @@
+// Workers that run on the coordinator's machine. They join through the same
+// socket and handshake as remote workers, so there is one code path for both.
+//
+// - threads: a piscina pool with one long task per replica, for the cpu and
+//   wasm backends (one single-threaded replica per core is how wasm uses the
+//   cores: its own threading is off in Node).
+// - processes: one `worker` child process per replica, for the tensorflow
+//   backend, because the native binding is unreliable in worker threads and
+//   picks its GPU only from CUDA_VISIBLE_DEVICES, which must be set before it
+//   loads. Process i gets GPU gpus[i % gpus.length].
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Piscina } from 'piscina';
+import { tensorflowInstalled } from '../common/backend.js';
+import { resolveWorkerScript } from '../common/worker-script.js';
+import type { BackendChoice } from '../common/types.js';
+import type { WorkerOptions } from '../worker/worker.js';
+import { TOKEN_ENV } from './admission.js';
+
+export type LocalMode = 'thread' | 'process';
+
+export interface LocalWorkerOptions extends Pick<WorkerOptions, 'connect' | 'token' | 'backend'> {
+  mode: LocalMode;
+  /** For processes: GPU ids, assigned round robin through CUDA_VISIBLE_DEVICES. */
+  gpus?: string[];
+  log?: (line: string) => void;
+}
+
+/** Processes for the tensorflow backend (also when 'auto' will pick it), threads otherwise. */
+export function defaultLocalMode(backend: BackendChoice): LocalMode {
+  return backend === 'tensorflow' || (backend === 'auto' && tensorflowInstalled()) ? 'process' : 'thread';
+}
+
+export class LocalWorkers {
+  private readonly pool: Piscina | null = null;
+  private readonly children: ChildProcess[] = [];
+  private readonly finished: Promise<unknown>[] = [];
+  /** Rejects when a local worker fails; never resolves. */
+  readonly failed: Promise<never>;
+
+  constructor(count: number, options: LocalWorkerOptions) {
+    let fail: (err: Error) => void = () => {};
+    this.failed = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    this.failed.catch(() => {}); // observed by whoever races it; not an unhandled rejection otherwise
+    const { mode, gpus, log, ...worker } = options;
+    if (mode === 'thread') {
+      this.pool = new Piscina({
+        filename: resolveWorkerScript(import.meta.url, '../worker/thread-entry.js'),
+        minThreads: count, maxThreads: count, concurrentTasksPerWorker: 1, idleTimeout: 1000,
+      });
+      for (let i = 0; i < count; i++) {
+        const task: WorkerOptions = { ...worker, cacheDir: null };
+        this.finished.push(this.pool.run(task).catch((err: Error) => fail(new Error(`local worker thread ${i} failed: ${err.message}`))));
+      }
+    } else {
+      const cli = resolveWorkerScript(import.meta.url, '../worker/cli.js');
+      for (let i = 0; i < count; i++) {
+        const env: NodeJS.ProcessEnv = { ...process.env, [TOKEN_ENV]: worker.token };
+        if (gpus && gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus[i % gpus.length];
+        const args = [cli, '--connect', worker.connect, '--no-cache', ...(worker.backend ? ['--backend', worker.backend] : [])];
+        const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        this.children.push(child);
+        const name = `local worker process ${i}${env.CUDA_VISIBLE_DEVICES !== undefined ? ` (GPU ${env.CUDA_VISIBLE_DEVICES})` : ''}`;
+        let lastError = '';
+        child.stdout!.on('data', (d: Buffer) => log?.(`${name}: ${d.toString().trimEnd()}`));
+        child.stderr!.on('data', (d: Buffer) => (lastError = d.toString().trim().split('\n').at(-1) ?? ''));
+        this.finished.push(new Promise<void>((resolve) => {
+          child.once('error', (err) => {
+            fail(new Error(`${name} could not start: ${err.message}`));
+            resolve();
+          });
+          child.once('exit', (code, signal) => {
+            if (code !== 0) fail(new Error(`${name} exited with ${signal ?? `code ${code}`}${lastError ? `: ${lastError}` : ''}`));
+            resolve();
+          });
+        }));
+      }
+    }
+  }
+
+  /** Waits for the workers to finish on their own, then stops any that have not. */
+  async stop(graceMs = 10_000): Promise<void> {
+    const timer = setTimeout(() => this.terminate(), graceMs);
+    await Promise.all(this.finished);
+    clearTimeout(timer);
+    await this.pool?.destroy();
+  }
+
+  terminate(): void {
+    void this.pool?.destroy();
+    for (const child of this.children) child.kill('SIGKILL');
+  }
+}

@@ -1,0 +1,289 @@
+// One data-parallel replica. It connects to the coordinator, receives its
+// rank, the run's config, the dataset (unless cached) and the starting state,
+// and then trains the global batches the coordinator names: each step it
+// computes the gradient of its shard, sums it with the other ranks'
+// (all-reduce), and applies the same SGD step as every other rank, so all
+// replicas keep bit-identical weights.
+
+import { WebSocket } from 'ws';
+import { describeBackend, initBackend } from '../common/backend.js';
+import { decodeDataset, defaultCacheDir, loadCachedDataset, storeCachedDataset } from '../common/data/dataset-cache.js';
+import { buildModelSpec } from '../common/model/spec.js';
+import { Replica } from '../common/replica.js';
+import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
+import { learningRate } from '../common/optim/schedule.js';
+import { globalBatches, shardRange } from '../common/sampler.js';
+import { makeBatch } from '../common/augment.js';
+import { NORMALIZE, type TrainConfig } from '../common/config.js';
+import {
+  connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
+} from '../common/allreduce/index.js';
+import {
+  ControlConnection, configHash, PROTOCOL_VERSION, weightsChecksum,
+  type EpochMessage, type HostPort, type InitMessage,
+} from '../common/protocol/index.js';
+import type { BackendChoice, Dataset } from '../common/types.js';
+
+export interface WorkerOptions {
+  /** Coordinator address, host:port. */
+  connect: string;
+  token: string;
+  /** Overrides the run's backend on this worker; by default the config's backend is used. */
+  backend?: BackendChoice;
+  /** Interface this worker's ring endpoint listens on and advertises; default 127.0.0.1. */
+  ringHost?: string;
+  /** Port of the ring endpoint; default 0 (any free port). */
+  ringPort?: number;
+  log?: (line: string) => void;
+  /** Where received datasets are cached by content hash; null: no cache. Default: $TFJS_DDP_CACHE or ~/.cache/tfjs-ddp. */
+  cacheDir?: string | null;
+  /** Only for tests of the refusal path: the protocol version to announce. */
+  protocolVersion?: number;
+}
+
+/** Parses "host:port" (IPv6 in brackets); throws a message naming the flag. */
+export function parseHostPort(text: string): HostPort {
+  const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new Error(`--connect expects host:port (e.g. 127.0.0.1:29500), got "${text}"`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+/** Runs one worker until the coordinator says done. Rejects if refused or on any failure. */
+export async function runWorker(options: WorkerOptions): Promise<void> {
+  const log = options.log ?? (() => {});
+  const address = parseHostPort(options.connect);
+  const conn = await openControl(address);
+  try {
+    conn.send({ type: 'hello', protocol: options.protocolVersion ?? PROTOCOL_VERSION, token: options.token, backend: options.backend ?? null });
+    const init = await conn.expect('init');
+    conn.peer = 'coordinator';
+    log(`joined as rank ${init.rank} of ${init.worldSize}`);
+    await trainAsReplica(conn, init, options);
+  } catch (err) {
+    // Tell the coordinator why, so its error names this rank's real problem
+    // rather than just a closed socket.
+    try {
+      conn.send({ type: 'error', message: (err as Error).message });
+    } catch {
+      // The connection is already gone.
+    }
+    throw err;
+  } finally {
+    await conn.close();
+  }
+}
+
+async function openControl(address: HostPort): Promise<ControlConnection> {
+  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+  const url = `ws://${host}:${address.port}/`;
+  const ws = new WebSocket(url, { maxPayload: 1024 * 1024 * 1024 });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', (err) => reject(new Error(`cannot reach the coordinator at ${url}: ${err.message}`)));
+  });
+  return new ControlConnection(ws, `coordinator at ${address.host}:${address.port}`);
+}
+
+async function trainAsReplica(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<void> {
+  const { rank, worldSize } = init;
+  const cfg = init.config;
+  if (configHash(cfg) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
+  const data = await receiveDataset(conn, init, options);
+  await initBackend(options.backend ?? cfg.backend);
+  const spec = buildModelSpec({
+    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
+  });
+  if (spec.paramCount !== init.weights.length || spec.paramCount !== init.momentum.length || spec.runningStatsSize !== init.runningStats.length) {
+    throw new Error(`the coordinator sent ${init.weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
+  }
+
+  const endpoint = init.allreduce === 'ring' && worldSize > 1
+    ? await RingEndpoint.listen({ rank, worldSize, host: options.ringHost ?? '127.0.0.1', port: options.ringPort ?? 0, tag: init.tag })
+    : null;
+  let reducer: AllReducer | null = null;
+  try {
+    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend() });
+    const { peer } = await conn.expect('connect');
+    if (worldSize > 1) {
+      if (peer === null) throw new Error('the coordinator sent no all-reduce peer address');
+      reducer = endpoint
+        ? new RingAllReducer(await endpoint.connect(peer), { tag: init.tag })
+        : new StarAllReducer(await connectToStarHub(peer, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
+    }
+    const replica = new Replica(spec, init.weights, [data.train.height, data.train.width, data.train.channels]);
+    try {
+      const state = new ReplicaState(init, data, replica, reducer, conn);
+      for (;;) {
+        const msg = await conn.receive();
+        if (msg.type === 'epoch') {
+          await state.runSteps(msg);
+        } else if (msg.type === 'snapshot') {
+          await state.averageRunningStats();
+          const mine = rank === 0;
+          conn.send({
+            type: 'state', step: state.step, checksum: state.checksum(),
+            weights: mine ? state.weights : null, momentum: mine ? state.momentum : null, runningStats: mine ? state.runningStats : null,
+          });
+        } else if (msg.type === 'done') {
+          return;
+        } else {
+          throw new Error(`the coordinator sent "${msg.type}" during training`);
+        }
+      }
+    } finally {
+      replica.dispose();
+    }
+  } finally {
+    await endpoint?.close();
+    await reducer?.close();
+  }
+}
+
+/** The backend in use, plus the GPU pinning when a launcher set one, for the coordinator's log. */
+function describeWorkerBackend(): string {
+  const gpus = process.env.CUDA_VISIBLE_DEVICES;
+  return gpus === undefined ? describeBackend() : `${describeBackend()}, CUDA_VISIBLE_DEVICES=${gpus}`;
+}
+
+/**
+ * The run's dataset: from this worker's cache when it holds the announced
+ * hash, else sent by the coordinator (and then cached). No dataset files are
+ * needed on a worker's own disk.
+ */
+async function receiveDataset(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<Dataset> {
+  const log = options.log ?? (() => {});
+  const cacheDir = options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir;
+  const cached = cacheDir === null ? null : await loadCachedDataset(cacheDir, init.datasetHash, log);
+  conn.send({ type: 'data-status', cached: cached !== null });
+  if (cached) {
+    log(`dataset ${init.datasetHash.slice(0, 12)} from the cache in ${cacheDir}`);
+    return cached;
+  }
+  const started = Date.now();
+  const { hash, blob } = await conn.expect('dataset');
+  if (hash !== init.datasetHash || blob.byteLength !== init.datasetBytes) {
+    throw new Error(`the coordinator sent dataset ${hash.slice(0, 12)} (${blob.byteLength} bytes) after announcing ${init.datasetHash.slice(0, 12)} (${init.datasetBytes} bytes)`);
+  }
+  const data = decodeDataset(blob, hash);
+  log(`dataset ${hash.slice(0, 12)} received: ${(blob.byteLength / 1e6).toFixed(1)} MB in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (cacheDir !== null) {
+    try {
+      await storeCachedDataset(cacheDir, hash, blob);
+    } catch (err) {
+      log(`warning: cannot cache the dataset in ${cacheDir} (${(err as Error).message}); it will be sent again next time`);
+    }
+  }
+  return data;
+}
+
+/** Weights, optimizer and statistics of one replica, and the steps that change them. */
+class ReplicaState {
+  readonly weights: Float32Array;
+  readonly momentum: Float32Array;
+  readonly runningStats: Float32Array;
+  private readonly grad: Float32Array;
+  private readonly cfg: TrainConfig;
+  step: number;
+  /** Whether the running statistics changed since they were last averaged across replicas. */
+  private statsDiverged = false;
+  /** Sequence number of all-reduce calls; every rank makes the same calls in the same order. */
+  private reduceSeq = 0;
+
+  constructor(
+    private readonly init: InitMessage,
+    private readonly data: Dataset,
+    private readonly replica: Replica,
+    private readonly reducer: AllReducer | null,
+    private readonly conn: ControlConnection,
+  ) {
+    this.cfg = init.config;
+    this.weights = init.weights.slice();
+    this.momentum = init.momentum.slice();
+    this.runningStats = init.runningStats.slice();
+    this.grad = new Float32Array(init.weights.length);
+    this.step = init.step;
+  }
+
+  async runSteps({ epoch, from, steps }: EpochMessage): Promise<void> {
+    const { cfg, init } = this;
+    const batches = globalBatches(this.data.train.count, cfg.batchSize, cfg.seed, epoch, { shuffle: true });
+    if (!Number.isInteger(from) || !Number.isInteger(steps) || from < 0 || steps < 1 || from + steps > batches.length) {
+      throw new Error(`the coordinator asked for steps ${from}..${from + steps - 1} of epoch ${epoch}, which has ${batches.length}`);
+    }
+    const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+    for (let stepInEpoch = from; stepInEpoch < from + steps; stepInEpoch++) {
+      const stepStart = performance.now();
+      const global = batches[stepInEpoch];
+      const { start, end } = shardRange(global.length, init.rank, init.worldSize);
+      const indices = global.subarray(start, end);
+      const { x, y } = makeBatch(this.data.train, indices, { augment: true, seed: cfg.seed, epoch, ...NORMALIZE });
+      // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
+      const res = this.replica.computeGradients({ x, y, count: indices.length }, 1 / global.length, this.grad);
+      const reduceStart = performance.now();
+      await this.reducer?.allReduceSum(this.grad, this.reduceSeq++);
+      const reduceMs = performance.now() - reduceStart;
+      const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
+      sgdStep(this.weights, this.grad, this.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, this.step === 0);
+      // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
+      if (res.batchStats) updateRunningStats(this.runningStats, res.batchStats);
+      // Set on every rank alike (a rank with an empty shard has no batchStats),
+      // because it decides whether every rank joins the averaging all-reduce.
+      if (this.runningStats.length > 0) this.statsDiverged = true;
+      this.replica.setWeights(this.weights);
+      this.step++;
+      const checksum = this.step % init.checksumEvery === 0 ? weightsChecksum(this.weights) : null;
+      this.conn.send({
+        type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, checksum,
+        reduceMs, stepMs: performance.now() - stepStart,
+      });
+    }
+    if (from + steps === batches.length) await this.endEpoch(epoch);
+  }
+
+  /**
+   * Replaces every replica's running statistics by their mean over the
+   * replicas (all-reduce SUM, then / N), so that evaluation, checkpoints and
+   * the final model use the same statistics on every rank. The update
+   * r = 0.9 r + 0.1 b is linear, so averaging early (at a mid-epoch
+   * checkpoint) gives the same statistics as averaging later, up to rounding.
+   * Every rank calls it at the same points (epoch end, snapshot), so the
+   * all-reduce sequence stays aligned.
+   */
+  async averageRunningStats(): Promise<void> {
+    if (!this.statsDiverged) return;
+    this.statsDiverged = false;
+    if (!this.reducer) return;
+    await this.reducer.allReduceSum(this.runningStats, this.reduceSeq++);
+    const f = Math.fround;
+    const n = this.init.worldSize;
+    for (let i = 0; i < this.runningStats.length; i++) this.runningStats[i] = f(this.runningStats[i] / n);
+  }
+
+  /** Fingerprint of everything that must be identical across replicas at a snapshot. */
+  checksum(): string {
+    const all = new Float32Array(2 * this.weights.length + this.runningStats.length);
+    all.set(this.weights);
+    all.set(this.momentum, this.weights.length);
+    all.set(this.runningStats, 2 * this.weights.length);
+    return weightsChecksum(all);
+  }
+
+  /** Averages the running statistics across replicas, then evaluates this rank's shard of the test set. */
+  private async endEpoch(epoch: number): Promise<void> {
+    const { rank, worldSize } = this.init;
+    await this.averageRunningStats();
+    const test = this.data.test;
+    const { start, end } = shardRange(test.count, rank, worldSize);
+    let lossSum = 0;
+    let correct = 0;
+    for (let from = start; from < end; from += this.cfg.batchSize) {
+      const indices = Array.from({ length: Math.min(end, from + this.cfg.batchSize) - from }, (_, i) => from + i);
+      const { x, y } = makeBatch(test, indices, { augment: false, seed: 0, epoch: 0, ...NORMALIZE });
+      const r = this.replica.evaluate({ x, y, count: indices.length }, this.runningStats);
+      lossSum += r.lossSum;
+      correct += r.correct;
+    }
+    this.conn.send({ type: 'eval', epoch, lossSum, correct, count: end - start });
+  }
+}
