@@ -8,17 +8,8 @@ import {
   makeBatch,
   normalizeInto,
 } from '../src/common/augment.js';
-import { Rng } from '../src/common/rng.js';
 import type { ImageSet } from '../src/common/types.js';
-
-function randomSet(count: number, height: number, width: number, channels: number, seed = 1): ImageSet {
-  const rng = Rng.seeded(seed);
-  const images = new Uint8Array(count * height * width * channels);
-  for (let i = 0; i < images.length; i++) images[i] = rng.nextInt(256);
-  const labels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) labels[i] = rng.nextInt(10);
-  return { images, labels, count, height, width, channels };
-}
+import { randomSet } from './helpers/data-fixtures.js';
 
 /**
  * Straightforward reference for torchvision's RandomCrop(padding, "reflect")

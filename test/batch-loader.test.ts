@@ -7,21 +7,12 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeBatch } from '../src/common/augment.js';
 import { BatchLoader } from '../src/common/batch-loader.js';
-import { Rng } from '../src/common/rng.js';
 import { globalBatches } from '../src/common/sampler.js';
 import type { ImageSet } from '../src/common/types.js';
+import { randomSet } from './helpers/data-fixtures.js';
 import { resolveWorkerScript } from '../src/common/worker-script.js';
 
 const repoRoot = resolve(fileURLToPath(import.meta.url), '../..');
-
-function randomSet(count: number, height: number, width: number, channels: number, seed: number): ImageSet {
-  const rng = Rng.seeded(seed);
-  const images = new Uint8Array(count * height * width * channels);
-  for (let i = 0; i < images.length; i++) images[i] = rng.nextInt(256);
-  const labels = new Uint8Array(count);
-  for (let i = 0; i < count; i++) labels[i] = rng.nextInt(10);
-  return { images, labels, count, height, width, channels };
-}
 
 /** Bit-exact comparison that reports the first differing element (faster than a deep toEqual). */
 function expectSameBatch(got: { x: Float32Array; y: Int32Array }, want: { x: Float32Array; y: Int32Array }): void {

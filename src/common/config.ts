@@ -35,7 +35,7 @@ export interface TrainConfig {
 
 /** The seed's recipe: ResNet50 width 64, batch 128, SGD 0.1/0.9/5e-4, cosine T_max 60, 61 epochs. */
 export const DEFAULTS: TrainConfig = {
-  model: 'resnet18',
+  model: 'resnet50',
   width: 64,
   norm: 'batch',
   dataset: 'synthetic',

@@ -16,7 +16,7 @@ const program = addTrainOptions(
   new Command('coordinator')
     .description('Train a CIFAR ResNet (data-parallel across --workers replicas)')
     .addOption(new Option('--workers <n>', 'number of replicas').default(1).argParser((v) => Number(v)))
-    .addOption(new Option('--local-workers <k>', 'how many replicas run as threads of this process (default: all)').argParser((v) => Number(v)))
+    .addOption(new Option('--local-workers <k>', 'how many replicas run on this machine, as threads or processes (default: all)').argParser((v) => Number(v)))
     .option('--host <addr>', 'interface the control server listens on', '127.0.0.1')
     .addOption(new Option('--port <n>', 'control server port (0: any free port)').default(DEFAULT_PORT).argParser((v) => Number(v)))
     .option('--token <secret>', `shared secret remote workers must present (or ${TOKEN_ENV})`)

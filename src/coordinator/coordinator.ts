@@ -73,6 +73,8 @@ export interface CoordinatorResult {
   trainMs: number;
   /** Share of the workers' step time spent in the gradient all-reduce (mean over ranks and steps). */
   allReduceShare: number;
+  /** Time the workers waited for augmented batches, as a share of step time plus that wait. */
+  dataWaitShare: number;
 }
 
 /** Runs a whole distributed training job; rejects with a message naming the failing rank. */
@@ -214,6 +216,7 @@ async function drive(
   const trainStart = Date.now();
   let reduceMs = 0;
   let stepMs = 0;
+  let dataMs = 0;
   const stopAt = cfg.maxSteps > 0 ? cfg.maxSteps : Infinity;
   while (state.epoch < cfg.epochs && state.step < stopAt) {
     const epoch = state.epoch;
@@ -239,6 +242,7 @@ async function drive(
           totals.seen += r.count;
           reduceMs += r.reduceMs;
           stepMs += r.stepMs;
+          dataMs += r.dataMs;
         }
         bar.update(totals.seen, totals.lossSum / totals.seen);
       }
@@ -280,8 +284,9 @@ async function drive(
     await saveCheckpoint(cfg, spec, state);
   }
   const allReduceShare = stepMs > 0 ? reduceMs / stepMs : 0;
-  if (ranks.length > 1) o.log(`all-reduce: ${(100 * allReduceShare).toFixed(1)}% of the step time (mean over ranks)`);
-  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare };
+  const dataWaitShare = stepMs + dataMs > 0 ? dataMs / (stepMs + dataMs) : 0;
+  o.log(`step time (mean over ranks): all-reduce ${(100 * allReduceShare).toFixed(1)}% of the step; data wait ${(100 * dataWaitShare).toFixed(1)}% of step + wait`);
+  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare };
 }
 
 /** Asks every rank for a snapshot, checks that they agree, and copies rank 0's tensors into `state`. */

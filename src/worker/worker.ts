@@ -14,6 +14,7 @@ import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
 import { learningRate } from '../common/optim/schedule.js';
 import { globalBatches, shardRange } from '../common/sampler.js';
 import { makeBatch } from '../common/augment.js';
+import { BatchLoader } from '../common/batch-loader.js';
 import { NORMALIZE, type TrainConfig } from '../common/config.js';
 import {
   connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
@@ -112,8 +113,10 @@ async function trainAsReplica(conn: ControlConnection, init: InitMessage, option
         : new StarAllReducer(await connectToStarHub(peer, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
     }
     const replica = new Replica(spec, init.weights, [data.train.height, data.train.width, data.train.channels]);
+    // One augmentation thread per replica by default: the replicas already use the cores.
+    const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads ?? 1, seed: cfg.seed, ...NORMALIZE });
     try {
-      const state = new ReplicaState(init, data, replica, reducer, conn);
+      const state = new ReplicaState(init, data, replica, loader, reducer, conn);
       for (;;) {
         const msg = await conn.receive();
         if (msg.type === 'epoch') {
@@ -132,6 +135,7 @@ async function trainAsReplica(conn: ControlConnection, init: InitMessage, option
         }
       }
     } finally {
+      await loader.close();
       replica.dispose();
     }
   } finally {
@@ -194,6 +198,7 @@ class ReplicaState {
     private readonly init: InitMessage,
     private readonly data: Dataset,
     private readonly replica: Replica,
+    private readonly loader: BatchLoader,
     private readonly reducer: AllReducer | null,
     private readonly conn: ControlConnection,
   ) {
@@ -212,14 +217,21 @@ class ReplicaState {
       throw new Error(`the coordinator asked for steps ${from}..${from + steps - 1} of epoch ${epoch}, which has ${batches.length}`);
     }
     const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
-    for (let stepInEpoch = from; stepInEpoch < from + steps; stepInEpoch++) {
-      const stepStart = performance.now();
-      const global = batches[stepInEpoch];
+    // This rank's shard of each global batch, augmented in the loader's
+    // thread while the previous step computes.
+    const shards = batches.slice(from, from + steps).map((global) => {
       const { start, end } = shardRange(global.length, init.rank, init.worldSize);
-      const indices = global.subarray(start, end);
-      const { x, y } = makeBatch(this.data.train, indices, { augment: true, seed: cfg.seed, epoch, ...NORMALIZE });
+      return global.subarray(start, end);
+    });
+    let stepInEpoch = from;
+    let waitStart = performance.now();
+    for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
+      const stepStart = performance.now();
+      const dataMs = stepStart - waitStart;
+      const global = batches[stepInEpoch];
+      const count = shards[stepInEpoch - from].length;
       // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
-      const res = this.replica.computeGradients({ x, y, count: indices.length }, 1 / global.length, this.grad);
+      const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
       const reduceStart = performance.now();
       await this.reducer?.allReduceSum(this.grad, this.reduceSeq++);
       const reduceMs = performance.now() - reduceStart;
@@ -235,8 +247,10 @@ class ReplicaState {
       const checksum = this.step % init.checksumEvery === 0 ? weightsChecksum(this.weights) : null;
       this.conn.send({
         type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, checksum,
-        reduceMs, stepMs: performance.now() - stepStart,
+        dataMs, reduceMs, stepMs: performance.now() - stepStart,
       });
+      stepInEpoch++;
+      waitStart = performance.now();
     }
     if (from + steps === batches.length) await this.endEpoch(epoch);
   }

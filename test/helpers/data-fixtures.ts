@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { Rng } from '../../src/common/rng.js';
+import type { ImageSet } from '../../src/common/types.js';
 
 export const CIFAR_RECORD = 3073;
 export const CIFAR_TRAIN_FILES = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'];
@@ -140,4 +142,14 @@ export function classCounts(labels: Uint8Array, classes: number): number[] {
   const counts = new Array<number>(classes).fill(0);
   for (const label of labels) counts[label]++;
   return counts;
+}
+
+/** `count` images of random bytes with random labels 0..9, seeded. */
+export function randomSet(count: number, height: number, width: number, channels: number, seed = 1): ImageSet {
+  const rng = Rng.seeded(seed);
+  const images = new Uint8Array(count * height * width * channels);
+  for (let i = 0; i < images.length; i++) images[i] = rng.nextInt(256);
+  const labels = new Uint8Array(count);
+  for (let i = 0; i < count; i++) labels[i] = rng.nextInt(10);
+  return { images, labels, count, height, width, channels };
 }

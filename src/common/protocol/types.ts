@@ -44,7 +44,8 @@ export interface StepMessage {
   count: number;
   /** Weight checksum after this step, on the steps the coordinator asked for; else null. */
   checksum: string | null;
-  /** Milliseconds of this step spent in the gradient all-reduce, and in the whole step. */
+  /** Milliseconds this step waited for its batch, spent in the gradient all-reduce, and in the whole step (wait excluded). */
+  dataMs: number;
   reduceMs: number;
   stepMs: number;
 }
