@@ -3,6 +3,10 @@
 import { Command, Option } from 'commander';
 import { runMain } from '../common/cli-errors.js';
 import { buildModelSpec, MODEL_NAMES } from '../common/model/spec.js';
+import { registerEvaluate } from './commands/evaluate.js';
+import { registerExport } from './commands/export.js';
+import { registerImport } from './commands/import.js';
+import { registerPredict } from './commands/predict.js';
 
 const program = new Command('tfjs-ddp').description('tfjs-ddp utilities');
 program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -25,6 +29,11 @@ program
     console.log(line(header));
     for (const r of rows) console.log(line(r));
   });
+
+registerExport(program);
+registerImport(program);
+registerEvaluate(program);
+registerPredict(program);
 
 await runMain('tfjs-ddp', async () => {
   await program.parseAsync();

@@ -31,6 +31,8 @@ export interface TrainConfig {
   maxSteps: number;
   loaderThreads?: number;
   plots: boolean;
+  /** Also write the epoch scalars as TensorBoard event files here (needs the native package). */
+  tensorboard?: string;
 }
 
 /** The seed's recipe: ResNet50 width 64, batch 128, SGD 0.1/0.9/5e-4, cosine T_max 60, 61 epochs. */
@@ -98,7 +100,8 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--resume', 'continue from the newest valid checkpoint in --out', d.resume)
     .addOption(new Option('--max-steps <n>', 'stop after N optimizer steps in total (0: no limit)').argParser(int(0)).default(d.maxSteps))
     .addOption(new Option('--loader-threads <n>', 'augmentation threads').argParser(int(1)))
-    .option('--no-plots', 'skip curves.png and samples.png');
+    .option('--no-plots', 'skip curves.png and samples.png')
+    .option('--tensorboard <dir>', 'also write TensorBoard event files (needs @tensorflow/tfjs-node[-gpu])');
 }
 
 /** Builds a validated TrainConfig from parsed commander options. */
@@ -107,7 +110,7 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
   for (const key of Object.keys(DEFAULTS) as (keyof TrainConfig)[]) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
-  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads'] as const) {
+  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard'] as const) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
   return cfg;

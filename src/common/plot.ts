@@ -401,3 +401,63 @@ function scaledImageData(ctx: SKRSContext2D, img: SampleImage, scale: number) {
 export async function writeSamplesPng(file: string, images: SampleImage[]): Promise<void> {
   await writePngAtomically(file, renderSamples(images));
 }
+
+// ---------------------------------------------------------------------------------------
+// Confusion matrix
+
+/** A heat map of matrix[true][predicted], each cell shaded by its share of the row and labelled with its count. */
+export async function writeConfusionPng(file: string, matrix: number[][], classes: readonly string[], title?: string): Promise<void> {
+  const n = classes.length;
+  if (matrix.length !== n || matrix.some((row) => row.length !== n)) throw new Error(`confusion matrix must be ${n}x${n}`);
+  const cell = 44;
+  const probe = createCanvas(1, 1).getContext('2d');
+  probe.font = plotFont(12);
+  const names = Math.ceil(Math.max(...classes.map((c) => probe.measureText(c).width))) + 16;
+  const top = (title ? LINE_PLOT_LAYOUT.titleHeight : 0) + 24;
+  // Column names are written at 45 degrees below the grid, so they need about 0.7 of their width.
+  const canvas = createCanvas(names + 24 + n * cell + MARGIN.right, top + n * cell + Math.ceil(names * 0.72) + 30);
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = BACKGROUND;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = '#000000';
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  if (title) {
+    ctx.font = plotFont(16);
+    ctx.fillText(title, canvas.width / 2, LINE_PLOT_LAYOUT.titleHeight / 2 + 2);
+  }
+  const left = names + 24;
+  ctx.font = plotFont(12);
+  ctx.fillText('predicted class', left + (n * cell) / 2, top - 12);
+  matrix.forEach((row, t) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    row.forEach((count, p) => {
+      const share = total > 0 ? count / total : 0;
+      // White to matplotlib's Blues end; dark cells get white text.
+      const shade = (a: number, b: number) => Math.round(a + (b - a) * share);
+      ctx.fillStyle = `rgb(${shade(247, 8)},${shade(251, 48)},${shade(255, 107)})`;
+      ctx.fillRect(left + p * cell, top + t * cell, cell, cell);
+      ctx.fillStyle = share > 0.5 ? '#ffffff' : '#000000';
+      ctx.fillText(String(count), left + p * cell + cell / 2, top + t * cell + cell / 2);
+    });
+  });
+  ctx.strokeStyle = '#000000';
+  ctx.strokeRect(left + 0.5, top + 0.5, n * cell, n * cell);
+  ctx.fillStyle = '#000000';
+  ctx.textAlign = 'right';
+  classes.forEach((name, i) => {
+    ctx.fillText(name, left - 8, top + i * cell + cell / 2);
+    ctx.save();
+    ctx.translate(left + i * cell + cell / 2, top + n * cell + 8);
+    ctx.rotate(-Math.PI / 4);
+    ctx.fillText(name, 0, 0);
+    ctx.restore();
+  });
+  ctx.save();
+  ctx.translate(12, top + (n * cell) / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.textAlign = 'center';
+  ctx.fillText('true class', 0, 0);
+  ctx.restore();
+  await writePngAtomically(file, canvas);
+}

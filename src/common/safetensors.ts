@@ -189,7 +189,9 @@ export function readSafetensors(bytes: Uint8Array, source = 'safetensors data'):
     const data =
       absolute % info.bytes === 0
         ? new info.array(bytes.buffer, absolute, count)
-        : new info.array(bytes.slice(dataStart + e.begin, dataStart + e.end).buffer, 0, count);
+        : // A copy into a fresh array: Buffer.slice (readFileSync returns Buffers) makes a view,
+          // whose .buffer is the whole file, not the tensor.
+          new info.array(new Uint8Array(bytes.subarray(dataStart + e.begin, dataStart + e.end)).buffer, 0, count);
     tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
   }
   return { metadata, tensors };

@@ -18,6 +18,7 @@ import { appendMetrics, formatEpochLine, type EpochMetrics } from './metrics.js'
 import { ProgressBar } from './progress.js';
 import { writeCurvesPng } from './plot.js';
 import { writeSamples } from './samples.js';
+import { TensorboardLog } from './tensorboard.js';
 import { freshState, resumeState, saveCheckpoint, type TrainState } from './train-state.js';
 export type { TrainState } from './train-state.js';
 import type { ImageSet } from './types.js';
@@ -56,6 +57,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   if (!cfg.resume) fs.rmSync(metricsFile, { force: true });
   if (cfg.plots && !cfg.resume) await writeSamples(cfg, data);
 
+  const tensorboard = cfg.tensorboard ? await TensorboardLog.open(cfg.tensorboard, io.log) : null;
   const replica = new Replica(spec, state.weights, [data.train.height, data.train.width, data.train.channels]);
   const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads, seed: cfg.seed, ...NORMALIZE });
   const grad = new Float32Array(spec.paramCount);
@@ -120,6 +122,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
       state.history.push(m);
       await appendMetrics(metricsFile, m);
       io.log(formatEpochLine(m));
+      tensorboard?.epoch(m);
       if (cfg.plots) await writeCurvesPng(path.join(cfg.out, 'curves.png'), state.history, `${cfg.model} on ${cfg.dataset}`);
 
       state.epoch = epoch + 1;

@@ -24,6 +24,7 @@ const program = addTrainOptions(
     .addOption(new Option('--checksum-every <steps>', 'compare the replicas\' weights every N steps').default(50).argParser((v) => Number(v)))
     .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
+    .addOption(new Option('--dashboard <on>', 'serve the live dashboard at http://host:port/').choices(['true', 'false']).default('true'))
     .option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)'),
 );
 program.showHelpAfterError('(run "coordinator --help" for all flags)');
@@ -61,7 +62,7 @@ await runMain('coordinator', async () => {
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, log, progressStream: process.stdout,
+    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
   console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);

@@ -8,8 +8,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
-import { WebSocketServer, type WebSocket } from 'ws';
 import type { TrainConfig } from '../common/config.js';
 import { loadDataset } from '../common/data/load-dataset.js';
 import { encodeDataset } from '../common/data/dataset-cache.js';
@@ -17,21 +15,22 @@ import { buildModelSpec, type ModelSpec } from '../common/model/spec.js';
 import { learningRate } from '../common/optim/schedule.js';
 import { freshState, resumeState, saveCheckpoint, type TrainState } from '../common/train-state.js';
 import { writeSamples } from '../common/samples.js';
+import { TensorboardLog } from '../common/tensorboard.js';
 import { appendMetrics, formatEpochLine, type EpochMetrics } from '../common/metrics.js';
 import { ProgressBar, type ProgressStream } from '../common/progress.js';
 import { writeCurvesPng } from '../common/plot.js';
 import { StarHub, StarHubServer } from '../common/allreduce/index.js';
 import {
-  configHash, ControlConnection,
+  configHash, CONTROL_PATH, ControlConnection,
   type AllReduceKind, type ControlMessage, type HostPort, type MessageOfType,
 } from '../common/protocol/index.js';
 import type { BackendChoice } from '../common/types.js';
 import { Admission, resolveToken } from './admission.js';
+import { Lobby, refuseLate } from './lobby.js';
+import { listenControl } from './control-server.js';
+import { RunFeed, type WorkerView } from './dashboard/run-feed.js';
 import { defaultLocalMode, LocalWorkers, type LocalMode } from './local-workers.js';
 
-const HELLO_TIMEOUT_MS = 30_000;
-/** Large enough for the initial weights of ResNet152 width 64 (about 240 MB). */
-const MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024 * 1024;
 
 export interface CoordinatorOptions {
   /** World size N. */
@@ -59,8 +58,17 @@ export interface CoordinatorOptions {
   gpus?: string[];
   log?: (line: string) => void;
   progressStream?: ProgressStream;
+  /** Serve the live dashboard on the control port (default true). */
+  dashboard?: boolean;
   /** Called once the control server listens, with its actual address. */
   onListening?: (address: HostPort) => void;
+}
+
+export interface StepBreakdown {
+  dataMs: number;
+  gradMs: number;
+  reduceMs: number;
+  optimMs: number;
 }
 
 export interface CoordinatorResult {
@@ -75,6 +83,8 @@ export interface CoordinatorResult {
   allReduceShare: number;
   /** Time the workers waited for augmented batches, as a share of step time plus that wait. */
   dataWaitShare: number;
+  /** Mean milliseconds per step and rank: data wait, forward+backward, all-reduce, optimizer + weight upload. */
+  breakdown: StepBreakdown;
 }
 
 /** Runs a whole distributed training job; rejects with a message naming the failing rank. */
@@ -102,20 +112,23 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
   });
   fs.mkdirSync(cfg.out, { recursive: true });
+  const tensorboard = cfg.tensorboard ? await TensorboardLog.open(cfg.tensorboard, log) : null;
   const state = cfg.resume ? await resumeState(cfg, spec, log) : freshState(cfg, spec);
   if (cfg.plots && !cfg.resume) await writeSamples(cfg, data);
   log(`data: ${data.name}, ${data.train.count} train / ${data.test.count} test images; model: ${cfg.model} width ${cfg.width}, ` +
     `${spec.paramCount.toLocaleString('en-US')} parameters; ${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce`);
 
-  const server = await listen(options.host ?? '127.0.0.1', options.port ?? 0);
-  const address = server.address() as { address: string; port: number };
-  const actual = { host: options.host ?? '127.0.0.1', port: address.port };
-  log(`listening on ws://${actual.host}:${actual.port}, waiting for ${worldSize} worker${worldSize === 1 ? '' : 's'}` +
+  const stepsPerEpoch = Math.ceil(data.train.count / cfg.batchSize);
+  const feed = options.dashboard === false ? null : new RunFeed(cfg, worldSize, allreduce, plannedSchedule(cfg, stepsPerEpoch));
+  const server = await listenControl(options.host ?? '127.0.0.1', options.port ?? 0, feed);
+  const actual = { host: options.host ?? '127.0.0.1', port: server.port };
+  log(`listening on ws://${actual.host}:${actual.port}${CONTROL_PATH}, waiting for ${worldSize} worker${worldSize === 1 ? '' : 's'}` +
     (worldSize > localCount ? ` (${worldSize - localCount} to join with: worker --connect ${actual.host}:${actual.port} --token <token>)` : ''));
+  if (feed) log(`dashboard: http://${actual.host}:${actual.port}/`);
   options.onListening?.(actual);
 
-  const lobby = new Lobby(worldSize, admission, log);
-  server.on('connection', (ws, req) => void lobby.admit(ws, req));
+  const lobby = new Lobby(worldSize, admission, log, feed);
+  server.wss.on('connection', (ws, req) => void lobby.admit(ws, req));
   const local = localCount > 0
     ? new LocalWorkers(localCount, {
       connect: `${actual.host}:${actual.port}`, token, backend: options.localBackend,
@@ -128,9 +141,11 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   let started = false;
   try {
     ranks = await (local ? Promise.race([lobby.full, local.failed]) : lobby.full);
-    server.removeAllListeners('connection');
-    server.on('connection', (ws) => refuseLate(ws, log));
+    server.wss.removeAllListeners('connection');
+    server.wss.on('connection', (ws) => refuseLate(ws, log));
     started = true;
+    const views = ranks.map((conn) => lobby.views.get(conn)!);
+    feed?.ranksAssigned(views);
 
     const tag = randomInt(1, 0xffff_ffff);
     const hash = configHash(cfg);
@@ -150,7 +165,10 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     log(`dataset ${blob.hash.slice(0, 12)} (${(blob.bytes.byteLength / 1e6).toFixed(1)} MB): sent to ${worldSize - cachedCount} worker(s), cached on ${cachedCount}`);
     const hubServer = allreduce === 'star' && worldSize > 1 ? await StarHubServer.listen({ worldSize, host: actual.host, port: 0, tag }) : null;
     const readies = await gather(ranks, 'ready');
-    readies.forEach((r, rank) => log(`rank ${rank}: ready, backend ${r.backend}`));
+    readies.forEach((r, rank) => {
+      log(`rank ${rank}: ready, backend ${r.backend}`);
+      feed?.workerUpdate(views[rank], { backend: r.backend, state: 'ready' });
+    });
     ranks.forEach((conn, rank) => {
       const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
       conn.send({ type: 'connect', peer });
@@ -163,6 +181,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
 
     const run = await drive(cfg, spec, state, ranks, {
       trainCount: data.train.count, testCount: data.test.count, checksumEvery, log, progressStream: options.progressStream,
+      feed: feed ? { feed, views } : null, tensorboard,
     });
     if (hub) {
       await hub.close();
@@ -170,15 +189,18 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     }
     for (const conn of ranks) conn.send({ type: 'done' });
     await Promise.all(ranks.map((c) => c.closed));
+    feed?.finished('finished');
     return { ...run, state, config: cfg };
   } catch (err) {
+    feed?.finished('failed', (err as Error).message);
     // A lost or failed worker ends the run: the others cannot go on without its shard.
     if (started) throw new Error(`run aborted: ${(err as Error).message}`, { cause: err });
     throw err;
   } finally {
     await hub?.close();
     await Promise.all([...lobby.waiting(), ...ranks].map((c) => c.close(1011, 'coordinator stopped')));
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    feed?.close();
+    await server.close();
     await local?.stop();
   }
 }
@@ -197,6 +219,23 @@ interface DriveOptions {
   checksumEvery: number;
   log: (line: string) => void;
   progressStream?: ProgressStream;
+  /** The dashboard's state, and each rank's row in it. */
+  feed: { feed: RunFeed; views: WorkerView[] } | null;
+  tensorboard: TensorboardLog | null;
+}
+
+/** The learning rate the schedule will give, four points per epoch, for the dashboard. */
+function plannedSchedule(cfg: TrainConfig, stepsPerEpoch: number): [number, number][] {
+  const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+  const points: [number, number][] = [];
+  for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+    for (let q = 0; q < 4; q++) {
+      const step = Math.floor((q * stepsPerEpoch) / 4);
+      points.push([epoch + step / stepsPerEpoch, learningRate(epoch, step, stepsPerEpoch, schedule)]);
+    }
+  }
+  points.push([cfg.epochs, learningRate(cfg.epochs - 1, stepsPerEpoch - 1, stepsPerEpoch, schedule)]);
+  return points;
 }
 
 /**
@@ -217,12 +256,18 @@ async function drive(
   let reduceMs = 0;
   let stepMs = 0;
   let dataMs = 0;
+  let gradMs = 0;
+  let rankSteps = 0;
+  // The run's first step sets up kernels and buffers: it is kept out of the timing breakdown.
+  const warmupStep = state.step + 1;
   const stopAt = cfg.maxSteps > 0 ? cfg.maxSteps : Infinity;
   while (state.epoch < cfg.epochs && state.step < stopAt) {
     const epoch = state.epoch;
     const epochStart = Date.now() - state.epochTotals.seconds * 1000;
     const bar = new ProgressBar({ epoch: epoch + 1, epochs: cfg.epochs, total: o.trainCount, stream: o.progressStream });
     const totals = state.epochTotals;
+    o.feed?.feed.epochStarted(epoch, o.trainCount, totals.seen);
+    o.feed?.views.forEach((view) => o.feed!.feed.workerUpdate(view, { state: 'training' }));
     while (state.stepInEpoch < stepsPerEpoch && state.step < stopAt) {
       // A segment ends at the epoch's end, at --max-steps, or at the next --checkpoint-every step.
       const untilCheckpoint = cfg.checkpointEvery > 0 ? cfg.checkpointEvery - (state.step % cfg.checkpointEvery) : Infinity;
@@ -240,11 +285,15 @@ async function drive(
           totals.lossSum += r.lossSum;
           totals.correct += r.correct;
           totals.seen += r.count;
+          if (state.step === warmupStep) continue;
           reduceMs += r.reduceMs;
           stepMs += r.stepMs;
           dataMs += r.dataMs;
+          gradMs += r.gradMs;
+          rankSteps++;
         }
         bar.update(totals.seen, totals.lossSum / totals.seen);
+        if (o.feed) showStep(o.feed, reports, state, stepsPerEpoch);
       }
       if (state.stepInEpoch < stepsPerEpoch) {
         // Mid-epoch: a --checkpoint-every boundary, or stopped by --max-steps. Either way keep the exact state.
@@ -255,6 +304,7 @@ async function drive(
     }
     bar.finish();
     if (state.stepInEpoch < stepsPerEpoch) break; // stopped mid-epoch by --max-steps: no partial-epoch evaluation
+    o.feed?.views.forEach((view) => o.feed!.feed.workerUpdate(view, { state: 'evaluating' }));
 
     const evals = await gather(ranks, 'eval');
     const test = evals.reduce((t, e) => ({ lossSum: t.lossSum + e.lossSum, correct: t.correct + e.correct, count: t.count + e.count }), { lossSum: 0, correct: 0, count: 0 });
@@ -274,6 +324,8 @@ async function drive(
     state.history.push(m);
     await appendMetrics(metricsFile, m);
     o.log(formatEpochLine(m));
+    o.feed?.feed.epochEnded(m);
+    o.tensorboard?.epoch(m);
     if (cfg.plots) await writeCurvesPng(path.join(cfg.out, 'curves.png'), state.history, `${cfg.model} on ${cfg.dataset}, ${ranks.length} workers`);
 
     state.epoch = epoch + 1;
@@ -285,8 +337,24 @@ async function drive(
   }
   const allReduceShare = stepMs > 0 ? reduceMs / stepMs : 0;
   const dataWaitShare = stepMs + dataMs > 0 ? dataMs / (stepMs + dataMs) : 0;
-  o.log(`step time (mean over ranks): all-reduce ${(100 * allReduceShare).toFixed(1)}% of the step; data wait ${(100 * dataWaitShare).toFixed(1)}% of step + wait`);
-  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare };
+  const per = (ms: number) => (rankSteps > 0 ? ms / rankSteps : 0);
+  const breakdown = { dataMs: per(dataMs), gradMs: per(gradMs), reduceMs: per(reduceMs), optimMs: per(stepMs - gradMs - reduceMs) };
+  o.log(`step time (mean over ranks, first step excluded): forward+backward ${breakdown.gradMs.toFixed(1)} ms, ` +
+    `all-reduce ${breakdown.reduceMs.toFixed(1)} ms (${(100 * allReduceShare).toFixed(1)}%), optimizer ${breakdown.optimMs.toFixed(1)} ms, ` +
+    `data wait ${breakdown.dataMs.toFixed(1)} ms (${(100 * dataWaitShare).toFixed(1)}%)`);
+  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare, breakdown };
+}
+
+/** One step on the dashboard: the step's loss over the global batch, the slowest all-reduce, each rank's speed. */
+function showStep(dash: NonNullable<DriveOptions['feed']>, reports: MessageOfType<'step'>[], state: TrainState, stepsPerEpoch: number): void {
+  const count = reports.reduce((n, r) => n + r.count, 0);
+  dash.feed.step({
+    step: state.step,
+    epoch: state.epoch + state.stepInEpoch / stepsPerEpoch,
+    loss: reports.reduce((l, r) => l + r.lossSum, 0) / Math.max(count, 1),
+    allReduceMs: Math.max(...reports.map((r) => r.reduceMs)),
+  }, state.epochTotals.seen);
+  reports.forEach((r, rank) => dash.feed.workerUpdate(dash.views[rank], { imagesPerS: r.stepMs > 0 ? (1000 * r.count) / r.stepMs : null }));
 }
 
 /** Asks every rank for a snapshot, checks that they agree, and copies rank 0's tensors into `state`. */
@@ -316,84 +384,4 @@ function compareChecksums(sums: (string | null)[], when: string): void {
     throw new Error(`replica weights diverged at ${when}: rank(s) ${off.join(', ')} differ from rank 0 ` +
       `(${sums.map((s, r) => `rank ${r}: ${s ?? 'none'}`).join(', ')})`);
   }
-}
-
-/** Admits workers until the run is full; a worker that leaves before the start frees its place. */
-class Lobby {
-  private readonly members: ControlConnection[] = [];
-  private readonly pending = new Set<ControlConnection>();
-  private resolveFull: (ranks: ControlConnection[]) => void = () => {};
-  readonly full: Promise<ControlConnection[]>;
-
-  constructor(
-    private readonly size: number,
-    private readonly admission: Admission,
-    private readonly log: (line: string) => void,
-  ) {
-    this.full = new Promise((resolve) => {
-      this.resolveFull = resolve;
-    });
-  }
-
-  /** Connections not yet part of the run (for cleanup). */
-  waiting(): ControlConnection[] {
-    return [...this.pending];
-  }
-
-  async admit(ws: WebSocket, req: IncomingMessage): Promise<void> {
-    const from = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    const conn = new ControlConnection(ws, `worker ${from}`);
-    this.pending.add(conn);
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const hello = await Promise.race([
-        conn.expect('hello'),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`sent no hello within ${HELLO_TIMEOUT_MS / 1000} s`)), HELLO_TIMEOUT_MS);
-        }),
-      ]);
-      const reason = this.members.length >= this.size ? 'the run already has all its workers' : this.admission.problem(hello);
-      if (reason !== null) {
-        this.log(`refused worker ${from}: ${reason}`);
-        conn.send({ type: 'refused', reason });
-        await conn.close(1008, 'refused');
-        return;
-      }
-    } catch (err) {
-      this.log(`dropped ${from}: ${(err as Error).message}`);
-      await conn.close(1002, 'protocol error');
-      return;
-    } finally {
-      clearTimeout(timer);
-      this.pending.delete(conn);
-    }
-    this.members.push(conn);
-    this.log(`worker ${from} joined (${this.members.length}/${this.size})`);
-    if (this.members.length === this.size) {
-      this.resolveFull([...this.members]);
-      return;
-    }
-    void conn.closed.then(() => {
-      const i = this.members.indexOf(conn);
-      if (i >= 0 && this.members.length < this.size) {
-        this.members.splice(i, 1);
-        this.log(`worker ${from} left before the start (${this.members.length}/${this.size})`);
-      }
-    });
-  }
-}
-
-function refuseLate(ws: WebSocket, log: (line: string) => void): void {
-  const conn = new ControlConnection(ws, 'late worker');
-  log('refused a late worker: the run has started');
-  conn.send({ type: 'refused', reason: 'the run has already started with all its workers' });
-  void conn.close(1008, 'refused');
-}
-
-function listen(host: string, port: number): Promise<WebSocketServer> {
-  return new Promise((resolve, reject) => {
-    const server = new WebSocketServer({ host, port, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
-    server.once('listening', () => resolve(server));
-    server.once('error', (err) => reject(new Error(`cannot listen on ${host}:${port}: ${err.message}`)));
-  });
 }

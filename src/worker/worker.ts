@@ -20,7 +20,7 @@ import {
   connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
 } from '../common/allreduce/index.js';
 import {
-  ControlConnection, configHash, PROTOCOL_VERSION, weightsChecksum,
+  ControlConnection, configHash, CONTROL_PATH, PROTOCOL_VERSION, weightsChecksum,
   type EpochMessage, type HostPort, type InitMessage,
 } from '../common/protocol/index.js';
 import type { BackendChoice, Dataset } from '../common/types.js';
@@ -77,7 +77,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
 
 async function openControl(address: HostPort): Promise<ControlConnection> {
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-  const url = `ws://${host}:${address.port}/`;
+  const url = `ws://${host}:${address.port}${CONTROL_PATH}`;
   const ws = new WebSocket(url, { maxPayload: 1024 * 1024 * 1024 });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -233,6 +233,7 @@ class ReplicaState {
       // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
       const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
       const reduceStart = performance.now();
+      const gradMs = reduceStart - stepStart;
       await this.reducer?.allReduceSum(this.grad, this.reduceSeq++);
       const reduceMs = performance.now() - reduceStart;
       const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
@@ -247,7 +248,7 @@ class ReplicaState {
       const checksum = this.step % init.checksumEvery === 0 ? weightsChecksum(this.weights) : null;
       this.conn.send({
         type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, checksum,
-        dataMs, reduceMs, stepMs: performance.now() - stepStart,
+        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart,
       });
       stepInEpoch++;
       waitStart = performance.now();

@@ -27,7 +27,7 @@ import {
   runMismatch,
   type FrameHeader,
 } from './frame.js';
-import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage } from './errors.js';
+import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage, ReduceGuard } from './errors.js';
 import { checkChunkElements, DEFAULT_CHUNK_ELEMENTS, mod, RingLayout } from './layout.js';
 import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './send-window.js';
 import { addInto } from './sum.js';
@@ -48,9 +48,7 @@ export class RingAllReducer implements AllReducer {
   private readonly chunkElements: number;
   private readonly tag: number;
   private readonly maxInFlightBytes: number;
-  private busy = false;
-  private closed = false;
-  private failure: Error | undefined;
+  private readonly guard = new ReduceGuard(() => Promise.all([this.links.toNext.close(), this.links.fromPrev.close()]).then(() => {}));
 
   constructor(
     private readonly links: RingLinks,
@@ -76,43 +74,15 @@ export class RingAllReducer implements AllReducer {
 
   async allReduceSum(buf: Float32Array, step: number): Promise<void> {
     checkReduceArgs(buf, step);
-    if (this.failure) {
-      throw new AllReduceError(`${this.where(step)}: reducer is unusable after an earlier error: ${this.failure.message}`);
-    }
-    if (this.closed) throw new AllReduceError(`${this.where(step)}: reducer is closed`);
-    if (this.busy) {
-      throw new AllReduceError(`${this.where(step)}: allReduceSum called before the previous call finished`);
-    }
-    if (this.worldSize === 1) return;
-    this.busy = true;
-    try {
-      await this.reduce(buf, step);
-    } catch (err) {
-      const error =
-        err instanceof AllReduceError
-          ? err
-          : new AllReduceError(`${this.where(step)}: ${errorMessage(err)}`, undefined, { cause: err });
-      this.fail(error);
-      throw error;
-    } finally {
-      this.busy = false;
-    }
+    await this.guard.run(this.where(step), () => (this.worldSize === 1 ? Promise.resolve() : this.reduce(buf, step)));
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.all([this.links.toNext.close(), this.links.fromPrev.close()]);
+    await this.guard.close();
   }
 
   private where(step: number): string {
     return `ring all-reduce (rank ${this.rank} of ${this.worldSize}, step ${step})`;
-  }
-
-  /** Closes both links so the neighbours' reduces fail too, instead of waiting forever. */
-  private fail(error: Error): void {
-    this.failure = error;
-    this.close().catch(() => {});
   }
 
   private async reduce(buf: Float32Array, step: number): Promise<void> {

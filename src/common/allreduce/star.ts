@@ -18,7 +18,7 @@ import {
   runMismatch,
   type FrameHeader,
 } from './frame.js';
-import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage } from './errors.js';
+import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage, ReduceGuard } from './errors.js';
 import { checkChunkElements, DEFAULT_CHUNK_ELEMENTS, starChunk, starChunkCount } from './layout.js';
 import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './send-window.js';
 import { addInto } from './sum.js';
@@ -46,9 +46,7 @@ export class StarAllReducer implements AllReducer {
   private readonly chunkElements: number;
   private readonly tag: number;
   private readonly maxInFlightBytes: number;
-  private busy = false;
-  private closed = false;
-  private failure: Error | undefined;
+  private readonly guard = new ReduceGuard(() => this.hub.close());
 
   constructor(
     private readonly hub: Link,
@@ -74,27 +72,11 @@ export class StarAllReducer implements AllReducer {
   async allReduceSum(buf: Float32Array, step: number): Promise<void> {
     checkReduceArgs(buf, step);
     const where = `star all-reduce (rank ${this.rank} of ${this.worldSize}, step ${step})`;
-    if (this.failure) throw new AllReduceError(`${where}: reducer is unusable after an earlier error: ${this.failure.message}`);
-    if (this.closed) throw new AllReduceError(`${where}: reducer is closed`);
-    if (this.busy) throw new AllReduceError(`${where}: allReduceSum called before the previous call finished`);
-    this.busy = true;
-    try {
-      await this.reduce(buf, step, where);
-    } catch (err) {
-      const error =
-        err instanceof AllReduceError ? err : new AllReduceError(`${where}: ${errorMessage(err)}`, undefined, { cause: err });
-      this.failure = error;
-      this.close().catch(() => {});
-      throw error;
-    } finally {
-      this.busy = false;
-    }
+    await this.guard.run(where, () => this.reduce(buf, step, where));
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.hub.close();
+    await this.guard.close();
   }
 
   private async reduce(buf: Float32Array, step: number, where: string): Promise<void> {

@@ -18,7 +18,7 @@ type FieldKind = 'string' | 'number' | 'boolean' | 'object' | 'f32' | 'u8' | 'ad
 const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   hello: { protocol: 'number', token: 'string', backend: 'string?' },
   ready: { ringAddress: 'address?', backend: 'string' },
-  step: { step: 'number', lossSum: 'number', correct: 'number', count: 'number', checksum: 'string?', dataMs: 'number', reduceMs: 'number', stepMs: 'number' },
+  step: { step: 'number', lossSum: 'number', correct: 'number', count: 'number', checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number' },
   eval: { epoch: 'number', lossSum: 'number', correct: 'number', count: 'number' },
   'data-status': { cached: 'boolean' },
   state: { step: 'number', checksum: 'string', weights: 'f32?', momentum: 'f32?', runningStats: 'f32?' },

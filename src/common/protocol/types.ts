@@ -8,6 +8,9 @@ import type { TrainConfig } from '../config.js';
 /** Bumped on any incompatible change to the messages below. */
 export const PROTOCOL_VERSION = 1;
 
+/** HTTP path of the control WebSocket on the coordinator's port (the dashboard has the others). */
+export const CONTROL_PATH = '/ddp';
+
 export interface HostPort {
   host: string;
   port: number;
@@ -44,8 +47,13 @@ export interface StepMessage {
   count: number;
   /** Weight checksum after this step, on the steps the coordinator asked for; else null. */
   checksum: string | null;
-  /** Milliseconds this step waited for its batch, spent in the gradient all-reduce, and in the whole step (wait excluded). */
+  /**
+   * Milliseconds this step waited for its batch, spent in forward+backward,
+   * in the gradient all-reduce, and in the whole step (wait excluded; the
+   * rest of it is the optimizer and the weight upload).
+   */
   dataMs: number;
+  gradMs: number;
   reduceMs: number;
   stepMs: number;
 }
