@@ -29,6 +29,8 @@ export interface TrainConfig {
   resume: boolean;
   /** Stop after this many optimizer steps in total (tests and benchmarks); 0 = run all epochs. */
   maxSteps: number;
+  /** Distributed runs: abort (with a checkpoint) after this many consecutive steps skipped for non-finite gradients. */
+  maxBadSteps: number;
   loaderThreads?: number;
   plots: boolean;
   /** Also write the epoch scalars as TensorBoard event files here (needs the native package). */
@@ -55,6 +57,7 @@ export const DEFAULTS: TrainConfig = {
   checkpointEvery: 0,
   resume: false,
   maxSteps: 0,
+  maxBadSteps: 5,
   plots: true,
 };
 
@@ -99,6 +102,7 @@ export function addTrainOptions(cmd: Command): Command {
     .addOption(new Option('--checkpoint-every <steps>', 'also checkpoint every N steps (0: epoch ends only)').argParser(int(0)).default(d.checkpointEvery))
     .option('--resume', 'continue from the newest valid checkpoint in --out', d.resume)
     .addOption(new Option('--max-steps <n>', 'stop after N optimizer steps in total (0: no limit)').argParser(int(0)).default(d.maxSteps))
+    .addOption(new Option('--max-bad-steps <n>', 'abort after N consecutive steps skipped for NaN/Inf gradients (a checkpoint is written)').argParser(int(1)).default(d.maxBadSteps))
     .addOption(new Option('--loader-threads <n>', 'augmentation threads').argParser(int(1)))
     .option('--no-plots', 'skip curves.png and samples.png')
     .option('--tensorboard <dir>', 'also write TensorBoard event files (needs @tensorflow/tfjs-node[-gpu])');

@@ -258,6 +258,7 @@ async function drive(
   let dataMs = 0;
   let gradMs = 0;
   let rankSteps = 0;
+  let badSteps = 0;
   // The run's first step sets up kernels and buffers: it is kept out of the timing breakdown.
   const warmupStep = state.step + 1;
   const stopAt = cfg.maxSteps > 0 ? cfg.maxSteps : Infinity;
@@ -281,6 +282,24 @@ async function drive(
           if (r.step !== state.step) throw new Error(`rank ${rank} reported step ${r.step} where the run is at step ${state.step}`);
         });
         if (state.step % o.checksumEvery === 0) compareChecksums(reports.map((r) => r.checksum), `step ${state.step}`);
+        if (reports.some((r) => r.skipped !== reports[0].skipped)) {
+          throw new Error(`the ranks disagree whether step ${state.step} was skipped (${reports.map((r, rank) => `rank ${rank}: ${r.skipped}`).join(', ')})`);
+        }
+        if (reports[0].skipped) {
+          badSteps++;
+          const ranksWithNaN = reports.flatMap((r, rank) => (r.localNonFinite ? [rank] : []));
+          o.log(`step ${state.step} skipped on every replica: non-finite gradient ` +
+            (ranksWithNaN.length > 0 ? `from rank(s) ${ranksWithNaN.join(', ')}` : '(the sum overflowed)') + ` (${badSteps} in a row)`);
+          if (badSteps >= cfg.maxBadSteps) {
+            totals.seconds = (Date.now() - epochStart) / 1000;
+            await snapshot(ranks, state, `step ${state.step}`);
+            await saveCheckpoint(cfg, spec, state);
+            throw new Error(`${badSteps} consecutive steps had non-finite gradients (--max-bad-steps ${cfg.maxBadSteps}); ` +
+              `checkpoint written at step ${state.step}: lower --lr or check the data, then --resume`);
+          }
+          continue;
+        }
+        badSteps = 0;
         for (const r of reports) {
           totals.lossSum += r.lossSum;
           totals.correct += r.correct;

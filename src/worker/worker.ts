@@ -42,6 +42,17 @@ export interface WorkerOptions {
   protocolVersion?: number;
 }
 
+/**
+ * Fault injection for reliability tests and drills: "rank:step,..." makes
+ * those ranks put a NaN into their gradient at those (1-based) steps.
+ */
+export const FAULT_ENV = 'TFJS_DDP_INJECT_NAN';
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
+}
+
 /** Parses "host:port" (IPv6 in brackets); throws a message naming the flag. */
 export function parseHostPort(text: string): HostPort {
   const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
@@ -193,6 +204,10 @@ class ReplicaState {
   private statsDiverged = false;
   /** Sequence number of all-reduce calls; every rank makes the same calls in the same order. */
   private reduceSeq = 0;
+  /** Consecutive steps skipped for a non-finite gradient sum. */
+  private badSteps = 0;
+  /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
+  private readonly faults: Set<string>;
 
   constructor(
     private readonly init: InitMessage,
@@ -208,6 +223,7 @@ class ReplicaState {
     this.runningStats = init.runningStats.slice();
     this.grad = new Float32Array(init.weights.length);
     this.step = init.step;
+    this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
   }
 
   async runSteps({ epoch, from, steps }: EpochMessage): Promise<void> {
@@ -232,26 +248,40 @@ class ReplicaState {
       const count = shards[stepInEpoch - from].length;
       // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
       const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
+      const injected = this.faults.has(`${init.rank}:${this.step + 1}`);
+      if (injected) this.grad[0] = Number.NaN;
+      const localNonFinite = !allFinite(this.grad);
       const reduceStart = performance.now();
       const gradMs = reduceStart - stepStart;
       await this.reducer?.allReduceSum(this.grad, this.reduceSeq++);
       const reduceMs = performance.now() - reduceStart;
-      const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
-      sgdStep(this.weights, this.grad, this.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, this.step === 0);
-      // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
-      if (res.batchStats) updateRunningStats(this.runningStats, res.batchStats);
-      // Set on every rank alike (a rank with an empty shard has no batchStats),
-      // because it decides whether every rank joins the averaging all-reduce.
-      if (this.runningStats.length > 0) this.statsDiverged = true;
-      this.replica.setWeights(this.weights);
+      // Every rank holds the same summed bytes, so every rank takes the same
+      // decision: a non-finite sum skips the update everywhere (no weights,
+      // momentum or BatchNorm statistics change), and the replicas stay equal.
+      const skipped = !allFinite(this.grad);
+      if (!skipped) {
+        const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
+        // A skipped first step leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
+        sgdStep(this.weights, this.grad, this.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, this.step === 0);
+        // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
+        if (res.batchStats) updateRunningStats(this.runningStats, res.batchStats);
+        // Set on every rank alike (a rank with an empty shard has no batchStats),
+        // because it decides whether every rank joins the averaging all-reduce.
+        if (this.runningStats.length > 0) this.statsDiverged = true;
+        this.replica.setWeights(this.weights);
+      }
       this.step++;
       const checksum = this.step % init.checksumEvery === 0 ? weightsChecksum(this.weights) : null;
       this.conn.send({
-        type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, checksum,
+        type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped, checksum,
         dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart,
       });
       stepInEpoch++;
       waitStart = performance.now();
+      // Every rank counts the same skips, so all stop here together; the
+      // coordinator then takes a snapshot for its checkpoint and ends the run.
+      this.badSteps = skipped ? this.badSteps + 1 : 0;
+      if (this.badSteps >= cfg.maxBadSteps) return;
     }
     if (from + steps === batches.length) await this.endEpoch(epoch);
   }

@@ -12,13 +12,17 @@ export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
 
-type FieldKind = 'string' | 'number' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'string?' | 'f32?' | 'address?';
+type FieldKind = 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'string?' | 'f32?' | 'address?';
 
 /** Field kinds of every message type; validation rejects missing or mistyped fields. */
 const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   hello: { protocol: 'number', token: 'string', backend: 'string?' },
   ready: { ringAddress: 'address?', backend: 'string' },
-  step: { step: 'number', lossSum: 'number', correct: 'number', count: 'number', checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number' },
+  // lossSum may be NaN or Inf on a bad step, which the coordinator reports and skips.
+  step: {
+    step: 'number', lossSum: 'float', correct: 'number', count: 'number', localNonFinite: 'boolean', skipped: 'boolean',
+    checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number',
+  },
   eval: { epoch: 'number', lossSum: 'number', correct: 'number', count: 'number' },
   'data-status': { cached: 'boolean' },
   state: { step: 'number', checksum: 'string', weights: 'f32?', momentum: 'f32?', runningStats: 'f32?' },
@@ -77,6 +81,8 @@ function checkField(type: string, field: string, kind: FieldKind, v: unknown): u
       return typeof v === 'string' ? v : bad('a string');
     case 'number':
       return typeof v === 'number' && Number.isFinite(v) ? v : bad('a finite number');
+    case 'float':
+      return typeof v === 'number' ? v : bad('a number');
     case 'boolean':
       return typeof v === 'boolean' ? v : bad('true or false');
     case 'object':

@@ -45,6 +45,10 @@ export interface StepMessage {
   lossSum: number;
   correct: number;
   count: number;
+  /** This rank's own gradient had a NaN or Inf (before the all-reduce). */
+  localNonFinite: boolean;
+  /** The summed gradient was not finite, so every rank skipped the update (they see the same sum). */
+  skipped: boolean;
   /** Weight checksum after this step, on the steps the coordinator asked for; else null. */
   checksum: string | null;
   /**
