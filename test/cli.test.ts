@@ -1,5 +1,6 @@
 // The commands users type, run as real processes from the compiled build.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,14 @@ const root = path.resolve(import.meta.dirname, '..');
 const bin = (name: string) => path.join(root, 'dist/src', name);
 const run = (script: string, args: string[]) =>
   spawnSync(process.execPath, [bin(script), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+
+/** Like run, but asynchronous, so this process can keep serving a socket meanwhile. */
+function spawnAsync(script: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [bin(script), ...args], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stderr })));
+}
 
 describe('command line', () => {
   test('tfjs-ddp models prints PyTorch parameter counts', () => {
@@ -50,5 +59,26 @@ describe('command line', () => {
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/npm install @tensorflow\/tfjs-node-gpu/);
+  });
+
+  test('a port in use and an unwritable --out exit 1 with one line each', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', () => resolve()));
+    const port = (busy.address() as net.AddressInfo).port;
+    const tiny = ['--model', 'resnet18', '--width', '2', '--dataset', 'synthetic', '--train-limit', '24', '--test-limit', '8', '--backend', 'cpu', '--no-plots'];
+    try {
+      const r = spawnAsync('coordinator/cli.js', ['--workers', '2', '--port', String(port), ...tiny, '--out', fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'))]);
+      const { status, stderr } = await r;
+      expect(status).toBe(1);
+      expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(/^coordinator: error: cannot listen on 127\.0\.0\.1:\d+: .*another program uses port \d+: pick another --port$/)]);
+    } finally {
+      busy.close();
+    }
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-')), 'a-file');
+    fs.writeFileSync(file, 'not a directory');
+    const w = run('coordinator/cli.js', [...tiny, '--out', path.join(file, 'run')]);
+    expect(w.status).toBe(1);
+    expect(w.stderr.trim().split('\n')).toHaveLength(1);
+    expect(w.stderr).toMatch(/^coordinator: error: .*a-file/);
   });
 });

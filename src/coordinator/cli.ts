@@ -3,7 +3,9 @@
 // it trains in this process; otherwise it coordinates N data-parallel workers,
 // --local-workers of them as threads here and the rest joining with
 // `worker --connect host:port --token T`.
+import fs from 'node:fs';
 import { Command, Option } from 'commander';
+import type { TlsFiles } from './dashboard/http-server.js';
 import { addTrainOptions, configFromOptions } from '../common/config.js';
 import { runMain, UsageError } from '../common/cli-errors.js';
 import { train } from '../common/trainer.js';
@@ -25,6 +27,8 @@ const program = addTrainOptions(
     .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
     .addOption(new Option('--dashboard <on>', 'serve the live dashboard at http://host:port/').choices(['true', 'false']).default('true'))
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https:// (workers connect with wss://host:port --ca <file>)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)'),
 );
 program.showHelpAfterError('(run "coordinator --help" for all flags)');
@@ -51,6 +55,8 @@ await runMain('coordinator', async () => {
   const gpus = opts.gpus === undefined ? undefined : String(opts.gpus).split(',').map((g) => g.trim());
   if (gpus && gpus.some((g) => !/^\d+$/.test(g))) throw new UsageError(`--gpus expects comma-separated GPU ids like 0,1,2,3, got "${String(opts.gpus)}"`);
   if (gpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
+  if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together: pass both, or neither');
+  const tls = opts.tlsCert ? readTlsFiles(opts.tlsCert, opts.tlsKey) : undefined;
   const cfg = configFromOptions(opts);
   const log = (line: string) => console.log(line);
   if (opts.workers === 1 && opts.localWorkers === undefined && !opts.localMode && !gpus) {
@@ -62,8 +68,19 @@ await runMain('coordinator', async () => {
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', log, progressStream: process.stdout,
+    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
   console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
 });
+
+function readTlsFiles(certPath: string, keyPath: string): TlsFiles {
+  const read = (file: string, flag: string) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new UsageError(`cannot read ${flag} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return { cert: read(certPath, '--tls-cert'), key: read(keyPath, '--tls-key'), certPath };
+}

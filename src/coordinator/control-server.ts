@@ -2,13 +2,11 @@
 // workers' WebSocket endpoint at /ddp on the same port.
 
 import type http from 'node:http';
+import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { CONTROL_PATH } from '../common/protocol/index.js';
-import { createHttpServer } from './dashboard/http-server.js';
+import { createHttpServer, type TlsFiles } from './dashboard/http-server.js';
 import type { RunFeed } from './dashboard/run-feed.js';
-
-/** Large enough for the initial state of ResNet152 width 64 (weights + momentum, about 470 MB) and a CIFAR-10 blob. */
-const MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024 * 1024;
 
 export interface ControlServer {
   wss: WebSocketServer;
@@ -17,8 +15,24 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
-export async function listenControl(host: string, port: number, feed: RunFeed | null): Promise<ControlServer> {
-  const server = createHttpServer(feed);
+/**
+ * `maxMessageBytes` bounds every message a worker may send (the largest is
+ * rank 0's state: weights, momentum and BatchNorm statistics), so that an
+ * unauthenticated peer cannot make the coordinator buffer more than that.
+ */
+export async function listenControl(
+  host: string, port: number, feed: RunFeed | null, maxMessageBytes: number, log: (line: string) => void, tls: TlsFiles | null = null,
+): Promise<ControlServer> {
+  const server = createHttpServer(feed, tls);
+  // Bytes that are not HTTP at all (port scanners, stray protocols) end here, not in a crash.
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    log(`dropped a connection from ${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? '?'}: failed TLS handshake (${err.code ?? err.message})`);
+    socket.destroy();
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    log(`dropped a connection from ${socket.remoteAddress ?? 'unknown'}:${socket.remotePort ?? '?'}: malformed HTTP (${err.code ?? err.message})`);
+    socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const hint = err.code === 'EADDRINUSE' ? `; another program uses port ${port}: pick another --port` : '';
@@ -26,7 +40,7 @@ export async function listenControl(host: string, port: number, feed: RunFeed | 
     });
     server.listen(port, host, () => resolve());
   });
-  const wss = new WebSocketServer({ server, path: CONTROL_PATH, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
+  const wss = new WebSocketServer({ server, path: CONTROL_PATH, maxPayload: maxMessageBytes, perMessageDeflate: false });
   return {
     wss,
     http: server,

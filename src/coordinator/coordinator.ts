@@ -29,6 +29,7 @@ import { Admission, resolveToken } from './admission.js';
 import { Lobby, refuseLate } from './lobby.js';
 import { listenControl } from './control-server.js';
 import { RunFeed, type WorkerView } from './dashboard/run-feed.js';
+import type { TlsFiles } from './dashboard/http-server.js';
 import { defaultLocalMode, LocalWorkers, type LocalMode } from './local-workers.js';
 
 
@@ -58,6 +59,10 @@ export interface CoordinatorOptions {
   gpus?: string[];
   log?: (line: string) => void;
   progressStream?: ProgressStream;
+  /** Serve https:// and wss:// with this PEM certificate and key (workers then connect with wss:// and --ca). */
+  tls?: TlsFiles;
+  /** How long a new connection may take to send its hello (default 30 s); slower ones are dropped. */
+  helloTimeoutMs?: number;
   /** Serve the live dashboard on the control port (default true). */
   dashboard?: boolean;
   /** Called once the control server listens, with its actual address. */
@@ -120,18 +125,23 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
 
   const stepsPerEpoch = Math.ceil(data.train.count / cfg.batchSize);
   const feed = options.dashboard === false ? null : new RunFeed(cfg, worldSize, allreduce, plannedSchedule(cfg, stepsPerEpoch));
-  const server = await listenControl(options.host ?? '127.0.0.1', options.port ?? 0, feed);
+  // The largest message a worker sends is rank 0's state; 1 MiB covers the rest of it.
+  const maxMessageBytes = 4 * (2 * spec.paramCount + spec.runningStatsSize) + (1 << 20);
+  const server = await listenControl(options.host ?? '127.0.0.1', options.port ?? 0, feed, maxMessageBytes, log, options.tls ?? null);
   const actual = { host: options.host ?? '127.0.0.1', port: server.port };
-  log(`listening on ws://${actual.host}:${actual.port}${CONTROL_PATH}, waiting for ${worldSize} worker${worldSize === 1 ? '' : 's'}` +
-    (worldSize > localCount ? ` (${worldSize - localCount} to join with: worker --connect ${actual.host}:${actual.port} --token <token>)` : ''));
-  if (feed) log(`dashboard: http://${actual.host}:${actual.port}/`);
+  const scheme = options.tls ? 'wss' : 'ws';
+  const connectArg = options.tls ? `wss://${actual.host}:${actual.port} --ca <the certificate or its CA>` : `${actual.host}:${actual.port}`;
+  log(`listening on ${scheme}://${actual.host}:${actual.port}${CONTROL_PATH}, waiting for ${worldSize} worker${worldSize === 1 ? '' : 's'}` +
+    (worldSize > localCount ? ` (${worldSize - localCount} to join with: worker --connect ${connectArg} --token <token>)` : ''));
+  log(`messages from workers are limited to ${(maxMessageBytes / 1e6).toFixed(1)} MB (the model's state plus 1 MiB)`);
+  if (feed) log(`dashboard: ${options.tls ? 'https' : 'http'}://${actual.host}:${actual.port}/`);
   options.onListening?.(actual);
 
-  const lobby = new Lobby(worldSize, admission, log, feed);
+  const lobby = new Lobby(worldSize, admission, log, feed, options.helloTimeoutMs);
   server.wss.on('connection', (ws, req) => void lobby.admit(ws, req));
   const local = localCount > 0
     ? new LocalWorkers(localCount, {
-      connect: `${actual.host}:${actual.port}`, token, backend: options.localBackend,
+      connect: `${options.tls ? 'wss://' : ''}${actual.host}:${actual.port}`, caPath: options.tls?.certPath, token, backend: options.localBackend,
       mode: options.localMode ?? defaultLocalMode(options.localBackend ?? cfg.backend), gpus: options.gpus, log,
     })
     : null;

@@ -24,6 +24,7 @@ export class Lobby {
     private readonly admission: Admission,
     private readonly log: (line: string) => void,
     private readonly feed: RunFeed | null,
+    private readonly helloTimeoutMs = HELLO_TIMEOUT_MS,
   ) {
     this.full = new Promise((resolve) => {
       this.resolveFull = resolve;
@@ -44,7 +45,7 @@ export class Lobby {
       const hello = await Promise.race([
         conn.expect('hello'),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`sent no hello within ${HELLO_TIMEOUT_MS / 1000} s`)), HELLO_TIMEOUT_MS);
+          timer = setTimeout(() => reject(new Error(`sent no hello within ${this.helloTimeoutMs / 1000} s`)), this.helloTimeoutMs);
         }),
       ]);
       const reason = this.members.length >= this.size ? 'the run already has all its workers' : this.admission.problem(hello);
@@ -55,7 +56,8 @@ export class Lobby {
         return;
       }
     } catch (err) {
-      this.log(`dropped ${from}: ${(err as Error).message}`);
+      const message = (err as Error).message;
+      this.log(`dropped ${message.startsWith(conn.peer) ? message : `${conn.peer}: ${message}`}`);
       await conn.close(1002, 'protocol error');
       return;
     } finally {

@@ -19,7 +19,7 @@ import { TOKEN_ENV } from './admission.js';
 
 export type LocalMode = 'thread' | 'process';
 
-export interface LocalWorkerOptions extends Pick<WorkerOptions, 'connect' | 'token' | 'backend'> {
+export interface LocalWorkerOptions extends Pick<WorkerOptions, 'connect' | 'token' | 'backend' | 'caPath'> {
   mode: LocalMode;
   /** For processes: GPU ids, assigned round robin through CUDA_VISIBLE_DEVICES. */
   gpus?: string[];
@@ -59,7 +59,11 @@ export class LocalWorkers {
       for (let i = 0; i < count; i++) {
         const env: NodeJS.ProcessEnv = { ...process.env, [TOKEN_ENV]: worker.token };
         if (gpus && gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus[i % gpus.length];
-        const args = [cli, '--connect', worker.connect, '--no-cache', ...(worker.backend ? ['--backend', worker.backend] : [])];
+        // No reconnecting: a local worker's coordinator is its parent, so it is gone for good.
+        const args = [
+          cli, '--connect', worker.connect, '--no-cache', '--reconnect-timeout', '0',
+          ...(worker.backend ? ['--backend', worker.backend] : []), ...(worker.caPath ? ['--ca', worker.caPath] : []),
+        ];
         const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
         this.children.push(child);
         const name = `local worker process ${i}${env.CUDA_VISIBLE_DEVICES !== undefined ? ` (GPU ${env.CUDA_VISIBLE_DEVICES})` : ''}`;

@@ -12,18 +12,20 @@ const CONNECT_ENV = 'TFJS_DDP_COORDINATOR';
 
 const program = new Command('worker')
   .description('Join a coordinator as one training replica')
-  .option('--connect <host:port>', `coordinator address (or ${CONNECT_ENV})`)
+  .option('--connect <address>', `coordinator address: host:port, or wss://host:port for TLS (or ${CONNECT_ENV})`)
   .option('--token <token>', `shared secret (or ${TOKEN_ENV})`)
   .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the coordinator's --backend)").choices(['auto', 'tensorflow', 'wasm', 'cpu']))
   .option('--ring-host <addr>', 'address this worker\'s all-reduce endpoint listens on and the other workers reach it at', '127.0.0.1')
   .addOption(new Option('--ring-port <n>', 'port of this worker\'s all-reduce endpoint (0: any free port; fix it to open a firewall)').default(0).argParser((v) => Number(v)))
+  .option('--ca <file>', 'PEM certificate (or CA) to trust for a wss:// coordinator')
   .option('--cache-dir <dir>', `where received datasets are cached by content hash (default: $${CACHE_ENV} or ~/.cache/tfjs-ddp)`)
-  .option('--no-cache', 'do not cache the received dataset');
+  .option('--no-cache', 'do not cache the received dataset')
+  .addOption(new Option('--reconnect-timeout <seconds>', 'keep trying to reach the coordinator (also after it crashed, for coordinator --resume) this long').default(60).argParser((v) => Number(v)));
 program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 await runMain('worker', async () => {
   program.parse();
-  const opts = program.opts<{ connect?: string; token?: string; backend?: BackendChoice; ringHost: string; ringPort: number; cacheDir?: string; cache: boolean }>();
+  const opts = program.opts<{ connect?: string; token?: string; backend?: BackendChoice; ringHost: string; ringPort: number; cacheDir?: string; cache: boolean; reconnectTimeout: number; ca?: string }>();
   const connect = opts.connect ?? process.env[CONNECT_ENV];
   if (!connect) throw new UsageError(`no coordinator address: pass --connect host:port (or set ${CONNECT_ENV})`);
   try {
@@ -32,11 +34,14 @@ await runMain('worker', async () => {
     throw new UsageError((err as Error).message);
   }
   if (!Number.isInteger(opts.ringPort) || opts.ringPort < 0 || opts.ringPort > 65535) throw new UsageError(`--ring-port must be 0..65535, got ${String(opts.ringPort)}`);
+  if (!Number.isFinite(opts.reconnectTimeout) || opts.reconnectTimeout < 0) {
+    throw new UsageError(`--reconnect-timeout must be a number of seconds >= 0, got ${String(opts.reconnectTimeout)}`);
+  }
   const token = opts.token ?? process.env[TOKEN_ENV];
   if (!token) throw new UsageError(`no token: pass --token <secret> (or set ${TOKEN_ENV}) as given to the coordinator`);
   await runWorker({
     connect, token, backend: opts.backend, ringHost: opts.ringHost, ringPort: opts.ringPort, cacheDir: opts.cache ? (opts.cacheDir ?? defaultCacheDir()) : null,
-    log: (line) => console.log(`worker: ${line}`),
+    reconnectTimeoutMs: 1000 * opts.reconnectTimeout, caPath: opts.ca, log: (line) => console.log(`worker: ${line}`),
   });
   console.log('worker: done');
 });

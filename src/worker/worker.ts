@@ -5,6 +5,7 @@
 // (all-reduce), and applies the same SGD step as every other rank, so all
 // replicas keep bit-identical weights.
 
+import fs from 'node:fs';
 import { WebSocket } from 'ws';
 import { describeBackend, initBackend } from '../common/backend.js';
 import { decodeDataset, defaultCacheDir, loadCachedDataset, storeCachedDataset } from '../common/data/dataset-cache.js';
@@ -36,6 +37,10 @@ export interface WorkerOptions {
   /** Port of the ring endpoint; default 0 (any free port). */
   ringPort?: number;
   log?: (line: string) => void;
+  /** PEM file of the certificate (or its CA) that a wss:// coordinator must present. */
+  caPath?: string;
+  /** Keep trying to reach (or rejoin after a crash) the coordinator for this long; 0 = fail at once (default). */
+  reconnectTimeoutMs?: number;
   /** Where received datasets are cached by content hash; null: no cache. Default: $TFJS_DDP_CACHE or ~/.cache/tfjs-ddp. */
   cacheDir?: string | null;
   /** Only for tests of the refusal path: the protocol version to announce. */
@@ -53,43 +58,96 @@ function allFinite(values: Float32Array): boolean {
   return true;
 }
 
-/** Parses "host:port" (IPv6 in brackets); throws a message naming the flag. */
-export function parseHostPort(text: string): HostPort {
-  const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new Error(`--connect expects host:port (e.g. 127.0.0.1:29500), got "${text}"`);
-  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+export interface CoordinatorAddress extends HostPort {
+  /** wss:// (TLS) rather than ws://. */
+  secure: boolean;
 }
 
-/** Runs one worker until the coordinator says done. Rejects if refused or on any failure. */
+/** Parses "host:port", "ws://host:port" or "wss://host:port" (IPv6 in brackets); throws a message naming the flag. */
+export function parseHostPort(text: string): CoordinatorAddress {
+  const m = /^(?:(wss?):\/\/)?(\[[^\]]+\]|[^:\s/]+):(\d{1,5})\/?$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) {
+    throw new Error(`--connect expects host:port or wss://host:port (e.g. 127.0.0.1:29500), got "${text}"`);
+  }
+  return { host: m[2].replace(/^\[|\]$/g, ''), port, secure: m[1] === 'wss' };
+}
+
+/** Close code of a WebSocket whose peer disappeared without closing it: the coordinator crashed or the link was cut. */
+const ABNORMAL_CLOSURE = 1006;
+
+/**
+ * Runs one worker until the coordinator says done. Rejects if refused or on
+ * any failure, except that with `reconnectTimeoutMs` it keeps trying to reach
+ * a coordinator that is not up yet, or that vanished mid-run (a crash, then
+ * `coordinator --resume`), and joins it again as a new worker.
+ */
 export async function runWorker(options: WorkerOptions): Promise<void> {
   const log = options.log ?? (() => {});
   const address = parseHostPort(options.connect);
-  const conn = await openControl(address);
-  try {
-    conn.send({ type: 'hello', protocol: options.protocolVersion ?? PROTOCOL_VERSION, token: options.token, backend: options.backend ?? null });
-    const init = await conn.expect('init');
-    conn.peer = 'coordinator';
-    log(`joined as rank ${init.rank} of ${init.worldSize}`);
-    await trainAsReplica(conn, init, options);
-  } catch (err) {
-    // Tell the coordinator why, so its error names this rank's real problem
-    // rather than just a closed socket.
+  const retryMs = options.reconnectTimeoutMs ?? 0;
+  for (;;) {
+    const conn = await connectWithRetry(address, options.caPath, retryMs, log);
     try {
-      conn.send({ type: 'error', message: (err as Error).message });
-    } catch {
-      // The connection is already gone.
+      conn.send({ type: 'hello', protocol: options.protocolVersion ?? PROTOCOL_VERSION, token: options.token, backend: options.backend ?? null });
+      const init = await conn.expect('init');
+      conn.peer = 'coordinator';
+      log(`joined as rank ${init.rank} of ${init.worldSize}`);
+      await trainAsReplica(conn, init, options);
+      return;
+    } catch (err) {
+      // Tell the coordinator why, so its error names this rank's real problem
+      // rather than just a closed socket.
+      try {
+        conn.send({ type: 'error', message: (err as Error).message });
+      } catch {
+        // The connection is already gone.
+      }
+      // A crashed coordinator leaves an abnormal closure (maybe noticed a
+      // moment after a peer's link dropped); an aborting one closes politely.
+      await Promise.race([conn.closed, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      if (retryMs > 0 && conn.closeCode === ABNORMAL_CLOSURE) {
+        log(`lost the coordinator (${(err as Error).message}); trying to rejoin for up to ${retryMs / 1000} s`);
+        continue;
+      }
+      throw err;
+    } finally {
+      await conn.close();
     }
-    throw err;
-  } finally {
-    await conn.close();
   }
 }
 
-async function openControl(address: HostPort): Promise<ControlConnection> {
+/** Connects, retrying with backoff (0.25 s doubling to 5 s) for up to `retryMs`. */
+async function connectWithRetry(address: CoordinatorAddress, caPath: string | undefined, retryMs: number, log: (line: string) => void): Promise<ControlConnection> {
+  if (caPath && !address.secure) throw new Error(`--ca ${caPath} is for a TLS coordinator: connect with wss://${address.host}:${address.port}`);
+  let ca: Buffer | undefined;
+  try {
+    ca = caPath ? fs.readFileSync(caPath) : undefined;
+  } catch (err) {
+    throw new Error(`cannot read --ca ${caPath}: ${(err as Error).message}`);
+  }
+  const deadline = Date.now() + retryMs;
+  let wait = 250;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openControl(address, ca);
+    } catch (err) {
+      if (Date.now() + wait > deadline) {
+        throw retryMs > 0
+          ? new Error(`${(err as Error).message}; gave up after ${attempt} attempts in ${retryMs / 1000} s (--reconnect-timeout)`)
+          : err;
+      }
+      if (attempt === 1) log(`${(err as Error).message}; retrying for up to ${retryMs / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(2 * wait, 5000);
+    }
+  }
+}
+
+async function openControl(address: CoordinatorAddress, ca: Buffer | undefined): Promise<ControlConnection> {
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-  const url = `ws://${host}:${address.port}${CONTROL_PATH}`;
-  const ws = new WebSocket(url, { maxPayload: 1024 * 1024 * 1024 });
+  const url = `${address.secure ? 'wss' : 'ws'}://${host}:${address.port}${CONTROL_PATH}`;
+  const ws = new WebSocket(url, { maxPayload: 1024 * 1024 * 1024, ...(ca ? { ca } : {}) });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', (err) => reject(new Error(`cannot reach the coordinator at ${url}: ${err.message}`)));

@@ -12,6 +12,8 @@ export class ControlConnection {
   private failure: Error | null = null;
   /** Resolves when the socket has closed, for whatever reason. */
   readonly closed: Promise<void>;
+  /** The close code once closed: 1006 means the peer vanished without a closing handshake (a crash or a cut link). */
+  closeCode: number | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -32,6 +34,7 @@ export class ControlConnection {
     ws.on('error', (err) => this.fail(new Error(`${this.peer}: connection error: ${err.message}`)));
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
+        this.closeCode = code;
         const why = reason.length > 0 ? ` (${reason.toString()})` : code !== 1000 && code !== 1005 ? ` (code ${code})` : '';
         this.fail(new Error(`${this.peer} closed the connection${why}`));
         resolve();

@@ -5,6 +5,7 @@
 
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -38,11 +39,24 @@ const SECURITY_HEADERS = {
   'Referrer-Policy': 'no-referrer',
 };
 
-/** An HTTP server answering the dashboard's requests, or only 404s when `feed` is null (--dashboard false). */
-export function createHttpServer(feed: RunFeed | null): http.Server {
+/** PEM certificate and key: the port then serves https:// and wss:// only. */
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+  /** Where the certificate came from, so local worker processes can trust it with --ca. */
+  certPath: string;
+}
+
+/** An HTTP(S) server answering the dashboard's requests, or only 404s when `feed` is null (--dashboard false). */
+export function createHttpServer(feed: RunFeed | null, tls: TlsFiles | null = null): http.Server {
+  const handler = dashboardHandler(feed);
+  return tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
+}
+
+function dashboardHandler(feed: RunFeed | null): http.RequestListener {
   const files = feed ? staticFiles() : new Map();
   let feedClients = 0;
-  return http.createServer((req, res) => {
+  return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD', ...SECURITY_HEADERS }).end('read-only dashboard\n');
@@ -85,5 +99,5 @@ export function createHttpServer(feed: RunFeed | null): http.Server {
       res.writeHead(200, { 'Content-Type': entry.type, 'Cache-Control': 'no-cache', ...SECURITY_HEADERS });
       res.end(req.method === 'HEAD' ? undefined : body);
     });
-  });
+  };
 }

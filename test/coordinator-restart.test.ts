@@ -1,0 +1,67 @@
+// The coordinator is killed mid-run (SIGKILL) and restarted with --resume:
+// the remote worker processes notice the crash, rejoin the new coordinator,
+// and the run finishes with the epochs before the kill unchanged.
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { expect, test } from 'vitest';
+import { readMetrics } from '../src/common/metrics.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const TOKEN = 'restart-secret-0c42';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function start(script: string, args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [path.join(root, 'dist/src', script), ...args], {
+    cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TFJS_DDP_TOKEN: TOKEN },
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  return { child, output: () => output, exited: new Promise((resolve) => child.on('close', resolve)) };
+}
+
+test('a killed coordinator restarted with --resume finishes the run with its workers', async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-restart-'));
+  const port = await freePort();
+  const coordinatorArgs = [
+    '--workers', '2', '--local-workers', '0', '--port', String(port), '--dashboard', 'false', '--model', 'resnet18', '--width', '2',
+    '--dataset', 'synthetic', '--train-limit', '96', '--test-limit', '12', '--batch-size', '12', '--epochs', '3',
+    '--backend', 'cpu', '--checkpoint-every', '3', '--no-plots', '--out', out,
+  ];
+  const first = start('coordinator/cli.js', coordinatorArgs);
+  const workers = [0, 1].map(() => start('worker/cli.js', ['--connect', `127.0.0.1:${port}`, '--no-cache', '--reconnect-timeout', '60']));
+
+  // Kill it inside epoch 2, once epoch 1 is recorded and a mid-epoch checkpoint exists.
+  const metricsFile = path.join(out, 'metrics.jsonl');
+  for (let i = 0; i < 600; i++) {
+    if (fs.existsSync(metricsFile) && fs.readdirSync(out).some((f) => /^ckpt-e0001-s0000(09|1\d)/.test(f))) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const before = await readMetrics(metricsFile);
+  expect(before.length).toBeGreaterThanOrEqual(1);
+  first.child.kill('SIGKILL');
+  expect(await first.exited).toBeNull();
+
+  const second = start('coordinator/cli.js', [...coordinatorArgs, '--resume']);
+  expect(await second.exited).toBe(0);
+  expect(second.output()).toMatch(/resumed from .*ckpt-e0001/);
+  const codes = await Promise.all(workers.map((w) => w.exited));
+  expect(codes).toEqual([0, 0]);
+  for (const w of workers) expect(w.output()).toMatch(/lost the coordinator[\s\S]*joined as rank [01] of 2[\s\S]*worker: done/);
+
+  const after = await readMetrics(metricsFile);
+  expect(after.map((m) => m.epoch)).toEqual([1, 2, 3]);
+  // The epochs finished before the kill keep their metrics.
+  expect(after.slice(0, before.length)).toEqual(before);
+}, 120_000);
