@@ -13,7 +13,7 @@ describe('control messages', () => {
     const msg = {
       type: 'init', rank: 2, worldSize: 3, config: DEFAULTS, configHash: configHash(DEFAULTS),
       datasetHash: 'ab'.repeat(32), datasetBytes: 1234, weights, momentum: weights.map((w) => -w), runningStats: new Float32Array(4).fill(1),
-      step: 7, allreduce: 'ring', tag: 77, checksumEvery: 50,
+      step: 7, allreduce: 'ring', tag: 77, checksumEvery: 50, heartbeatMs: 5000,
     } as const;
     const back = decodeMessage(encodeMessage(msg));
     expect(back).toEqual({ ...msg, weights: expect.any(Float32Array), momentum: expect.any(Float32Array), runningStats: expect.any(Float32Array) });

@@ -112,4 +112,25 @@ describe('remote workers', () => {
     }
     expect((await remote.exited).code).toBeNull();
   }, 60_000);
+
+  test('a worker that stops answering (SIGSTOP) is detected within --worker-timeout and named', async () => {
+    const log: string[] = [];
+    let onListening: (a: HostPort) => void = () => {};
+    const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
+    const run = runCoordinator({ ...cfg(), epochs: 50 }, {
+      workers: 2, localWorkers: 1, port: 0, token: TOKEN, workerTimeoutMs: 1500, log: (l) => log.push(l), onListening,
+    });
+    run.catch(() => {});
+    const remote = startWorker(await listening, TOKEN);
+    for (let i = 0; i < 400 && !log.some((l) => l.startsWith('epoches: 1 ')); i++) await new Promise((r) => setTimeout(r, 25));
+    const stoppedAt = Date.now();
+    remote.child.kill('SIGSTOP');
+    try {
+      await expect(run).rejects.toThrow(/run aborted: rank [01] \(worker 127\.0\.0\.1:\d+\): sent nothing for [\d.]+ s \(--worker-timeout 1\.5 s plus twice the longest step.*\): hung, stopped or cut off/);
+      // The allowance is 1.5 s plus twice the longest step (the first one, a few seconds here): noticed, not waited on forever.
+      expect(Date.now() - stoppedAt).toBeLessThan(40_000);
+    } finally {
+      remote.child.kill('SIGKILL');
+    }
+  }, 60_000);
 });

@@ -27,6 +27,7 @@ const program = addTrainOptions(
     .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
     .addOption(new Option('--dashboard <on>', 'serve the live dashboard at http://host:port/').choices(['true', 'false']).default('true'))
+    .addOption(new Option('--worker-timeout <seconds>', 'abort when a worker sends nothing for this long (plus twice the longest step)').default(30).argParser((v) => Number(v)))
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https:// (workers connect with wss://host:port --ca <file>)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)'),
@@ -55,6 +56,7 @@ await runMain('coordinator', async () => {
   const gpus = opts.gpus === undefined ? undefined : String(opts.gpus).split(',').map((g) => g.trim());
   if (gpus && gpus.some((g) => !/^\d+$/.test(g))) throw new UsageError(`--gpus expects comma-separated GPU ids like 0,1,2,3, got "${String(opts.gpus)}"`);
   if (gpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
+  if (!Number.isFinite(opts.workerTimeout) || opts.workerTimeout <= 0) throw new UsageError(`--worker-timeout must be a positive number of seconds, got ${String(opts.workerTimeout)}`);
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together: pass both, or neither');
   const tls = opts.tlsCert ? readTlsFiles(opts.tlsCert, opts.tlsKey) : undefined;
   const cfg = configFromOptions(opts);
@@ -68,7 +70,7 @@ await runMain('coordinator', async () => {
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, log, progressStream: process.stdout,
+    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
   console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);

@@ -27,6 +27,7 @@ import {
 import type { BackendChoice } from '../common/types.js';
 import { Admission, resolveToken } from './admission.js';
 import { Lobby, refuseLate } from './lobby.js';
+import { Watchdog } from './watchdog.js';
 import { listenControl } from './control-server.js';
 import { RunFeed, type WorkerView } from './dashboard/run-feed.js';
 import type { TlsFiles } from './dashboard/http-server.js';
@@ -61,6 +62,8 @@ export interface CoordinatorOptions {
   progressStream?: ProgressStream;
   /** Serve https:// and wss:// with this PEM certificate and key (workers then connect with wss:// and --ca). */
   tls?: TlsFiles;
+  /** Abort when a worker sends nothing for this long (plus twice the longest step); default 30 s. */
+  workerTimeoutMs?: number;
   /** How long a new connection may take to send its hello (default 30 s); slower ones are dropped. */
   helloTimeoutMs?: number;
   /** Serve the live dashboard on the control port (default true). */
@@ -149,12 +152,15 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   let serving: Promise<void> | null = null;
   let ranks: ControlConnection[] = [];
   let started = false;
+  let watchdog: Watchdog | null = null;
+  const workerTimeoutMs = options.workerTimeoutMs ?? 30_000;
   try {
     ranks = await (local ? Promise.race([lobby.full, local.failed]) : lobby.full);
     server.wss.removeAllListeners('connection');
     server.wss.on('connection', (ws) => refuseLate(ws, log));
     started = true;
     const views = ranks.map((conn) => lobby.views.get(conn)!);
+    watchdog = new Watchdog(ranks, workerTimeoutMs);
     feed?.ranksAssigned(views);
 
     const tag = randomInt(1, 0xffff_ffff);
@@ -164,7 +170,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
       conn.send({
         type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: blob.hash, datasetBytes: blob.bytes.byteLength,
         weights: state.weights, momentum: state.momentum, runningStats: state.runningStats, step: state.step,
-        allreduce, tag, checksumEvery,
+        allreduce, tag, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))),
       });
     });
     const statuses = await gather(ranks, 'data-status');
@@ -191,7 +197,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
 
     const run = await drive(cfg, spec, state, ranks, {
       trainCount: data.train.count, testCount: data.test.count, checksumEvery, log, progressStream: options.progressStream,
-      feed: feed ? { feed, views } : null, tensorboard,
+      feed: feed ? { feed, views } : null, tensorboard, watchdog,
     });
     if (hub) {
       await hub.close();
@@ -207,6 +213,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     if (started) throw new Error(`run aborted: ${(err as Error).message}`, { cause: err });
     throw err;
   } finally {
+    watchdog?.stop();
     await hub?.close();
     await Promise.all([...lobby.waiting(), ...ranks].map((c) => c.close(1011, 'coordinator stopped')));
     feed?.close();
@@ -232,6 +239,7 @@ interface DriveOptions {
   /** The dashboard's state, and each rank's row in it. */
   feed: { feed: RunFeed; views: WorkerView[] } | null;
   tensorboard: TensorboardLog | null;
+  watchdog: Watchdog;
 }
 
 /** The learning rate the schedule will give, four points per epoch, for the dashboard. */
@@ -311,6 +319,7 @@ async function drive(
         }
         badSteps = 0;
         for (const r of reports) {
+          o.watchdog.noteStep(r.stepMs + r.dataMs);
           totals.lossSum += r.lossSum;
           totals.correct += r.correct;
           totals.seen += r.count;

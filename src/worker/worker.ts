@@ -159,6 +159,24 @@ async function trainAsReplica(conn: ControlConnection, init: InitMessage, option
   const { rank, worldSize } = init;
   const cfg = init.config;
   if (configHash(cfg) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
+  // "Still alive" for the coordinator's watchdog, whenever this thread is not busy computing.
+  const heartbeat = setInterval(() => {
+    try {
+      conn.send({ type: 'heartbeat' });
+    } catch {
+      // The connection is gone; the next receive reports it.
+    }
+  }, init.heartbeatMs);
+  try {
+    await trainWithHeartbeat(conn, init, options);
+  } finally {
+    clearInterval(heartbeat);
+  }
+}
+
+async function trainWithHeartbeat(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<void> {
+  const { rank, worldSize } = init;
+  const cfg = init.config;
   const data = await receiveDataset(conn, init, options);
   await initBackend(options.backend ?? cfg.backend);
   const spec = buildModelSpec({

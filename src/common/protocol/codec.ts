@@ -26,11 +26,12 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   eval: { epoch: 'number', lossSum: 'number', correct: 'number', count: 'number' },
   'data-status': { cached: 'boolean' },
   state: { step: 'number', checksum: 'string', weights: 'f32?', momentum: 'f32?', runningStats: 'f32?' },
+  heartbeat: {},
   error: { message: 'string' },
   refused: { reason: 'string' },
   init: {
     rank: 'number', worldSize: 'number', config: 'object', configHash: 'string', datasetHash: 'string', datasetBytes: 'number',
-    weights: 'f32', momentum: 'f32', runningStats: 'f32', step: 'number', allreduce: 'string', tag: 'number', checksumEvery: 'number',
+    weights: 'f32', momentum: 'f32', runningStats: 'f32', step: 'number', allreduce: 'string', tag: 'number', checksumEvery: 'number', heartbeatMs: 'number',
   },
   dataset: { hash: 'string', blob: 'u8' },
   connect: { peer: 'address?' },

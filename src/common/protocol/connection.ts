@@ -12,6 +12,8 @@ export class ControlConnection {
   private failure: Error | null = null;
   /** Resolves when the socket has closed, for whatever reason. */
   readonly closed: Promise<void>;
+  /** When the last message of any kind arrived (ms since the epoch), heartbeats included. */
+  lastHeard = Date.now();
   /** The close code once closed: 1006 means the peer vanished without a closing handshake (a crash or a cut link). */
   closeCode: number | null = null;
 
@@ -25,7 +27,10 @@ export class ControlConnection {
       if (this.failure) return;
       try {
         if (!isBinary) throw new Error('sent a text message; the control channel carries binary msgpack only');
-        this.deliver(decodeMessage(data));
+        const msg = decodeMessage(data);
+        this.lastHeard = Date.now();
+        // Heartbeats only say "alive"; they never reach the protocol's receive order.
+        if (msg.type !== 'heartbeat') this.deliver(msg);
       } catch (err) {
         this.fail(new Error(`${this.peer}: ${(err as Error).message}`));
         ws.close(1002, 'protocol error');
@@ -65,6 +70,12 @@ export class ControlConnection {
     if (msg.type === 'error') throw new Error(`${this.peer} failed: ${msg.message}`);
     if (msg.type === 'refused') throw new Error(`${this.peer} refused this worker: ${msg.reason}`);
     throw new Error(`${this.peer} sent "${msg.type}" where the protocol expects "${type}"`);
+  }
+
+  /** Gives up on the peer: pending and later receives reject with `reason`, and the socket is dropped. */
+  abort(reason: string): void {
+    this.fail(new Error(`${this.peer}: ${reason}`));
+    this.ws.terminate();
   }
 
   /** Closes politely; resolves once the socket is closed. */

@@ -91,6 +91,11 @@ export interface StateMessage {
   runningStats: Float32Array | null;
 }
 
+/** Sent every `init.heartbeatMs` while the worker's event loop is free, so a hung or cut-off worker is noticed. */
+export interface HeartbeatMessage {
+  type: 'heartbeat';
+}
+
 /** The worker failed; it closes the connection right after. */
 export interface ErrorMessage {
   type: 'error';
@@ -125,6 +130,8 @@ export interface InitMessage {
   tag: number;
   /** Workers include a checksum in `step` every this many steps. */
   checksumEvery: number;
+  /** How often the worker sends `heartbeat`. */
+  heartbeatMs: number;
 }
 
 /** The dataset blob, sent only to workers that reported `cached: false`. */
@@ -162,7 +169,7 @@ export interface DoneMessage {
   type: 'done';
 }
 
-export type WorkerMessage = HelloMessage | DataStatusMessage | ReadyMessage | StepMessage | EvalMessage | StateMessage | ErrorMessage;
+export type WorkerMessage = HelloMessage | DataStatusMessage | ReadyMessage | StepMessage | EvalMessage | StateMessage | HeartbeatMessage | ErrorMessage;
 export type CoordinatorMessage = RefusedMessage | InitMessage | DatasetMessage | ConnectMessage | EpochMessage | SnapshotMessage | DoneMessage;
 export type ControlMessage = WorkerMessage | CoordinatorMessage;
 export type MessageOfType<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>;
