@@ -156,7 +156,6 @@ async function openControl(address: CoordinatorAddress, ca: Buffer | undefined):
 }
 
 async function trainAsReplica(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<void> {
-  const { rank, worldSize } = init;
   const cfg = init.config;
   if (configHash(cfg) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
   // "Still alive" for the coordinator's watchdog, whenever this thread is not busy computing.
