@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CIFAR10_CLASSES, findCifar10Dir, loadCifar10 } from '../src/common/data/cifar10.js';
 import { ensureCifar10 } from '../src/common/data/cifar10-download.js';
 import { DatasetMissingError } from '../src/common/data/errors.js';
@@ -12,20 +12,12 @@ import {
   cifarLabel,
   cifarPixel,
   classCounts,
-  makeTempDir,
+  tempDirsRemovedAfterEach,
   writeCifarFiles,
 } from './helpers/data-fixtures.js';
 
 const RECORDS = 20;
-const dirs: string[] = [];
-function tempDir(): string {
-  const dir = makeTempDir('cifar');
-  dirs.push(dir);
-  return dir;
-}
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfterEach('cifar');
 
 /** Checks every byte of `set` against the generator, image by image (NHWC). */
 function expectMatchesFixture(set: ImageSet, files: number[]): void {

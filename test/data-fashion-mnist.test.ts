@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, loadFashionMnist } from '../src/common/data/fashion-mnist.js';
 import { loadDataset } from '../src/common/data/load-dataset.js';
 import {
@@ -10,19 +10,11 @@ import {
   classCounts,
   fashionLabel,
   fashionPixel,
-  makeTempDir,
+  tempDirsRemovedAfterEach,
   writeFashionMnistFiles,
 } from './helpers/data-fixtures.js';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const dir = makeTempDir('fmnist');
-  dirs.push(dir);
-  return dir;
-}
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfterEach('fmnist');
 
 describe('Fashion-MNIST loader', () => {
   it('loads gzipped IDX files and centres each 28x28 image in a zero 32x32 frame', async () => {

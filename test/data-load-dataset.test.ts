@@ -1,20 +1,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_CIFAR10_DIR } from '../src/common/data/cifar10.js';
 import { DEFAULT_FASHION_MNIST_DIR } from '../src/common/data/fashion-mnist.js';
 import { defaultDataDir, loadDataset } from '../src/common/data/load-dataset.js';
-import { classCounts, makeTempDir, writeCifarFiles, writeFashionMnistFiles } from './helpers/data-fixtures.js';
+import { classCounts, tempDirsRemovedAfterEach, writeCifarFiles, writeFashionMnistFiles } from './helpers/data-fixtures.js';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const dir = makeTempDir('load');
-  dirs.push(dir);
-  return dir;
-}
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfterEach('load');
 
 describe('loadDataset', () => {
   it('knows each dataset\'s default directory', () => {

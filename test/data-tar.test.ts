@@ -1,14 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { extractTarGz, readTarEntries } from '../src/common/data/tar.js';
-import { buildTar, makeTempDir } from './helpers/data-fixtures.js';
+import { buildTar, tempDirsRemovedAfterEach } from './helpers/data-fixtures.js';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfterEach('tar');
 
 describe('tar reader', () => {
   it('reads files, directories, ustar prefixes and exact contents', () => {
@@ -44,8 +41,7 @@ describe('tar reader', () => {
   });
 
   it('extracts a .tar.gz to disk and refuses paths that escape the target', async () => {
-    const root = makeTempDir('tar');
-    dirs.push(root);
+    const root = tempDir();
     const good = path.join(root, 'good.tar.gz');
     fs.writeFileSync(good, zlib.gzipSync(buildTar([{ name: 'd/', directory: true }, { name: 'd/f.txt', data: Buffer.from('x1') }])));
     const out = path.join(root, 'out');

@@ -6,12 +6,29 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { afterEach } from 'vitest';
 import { Rng } from '../../src/common/rng.js';
 import type { ImageSet } from '../../src/common/types.js';
 
 export const CIFAR_RECORD = 3073;
 export const CIFAR_TRAIN_FILES = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'];
 export const CIFAR_TEST_FILE = 'test_batch.bin';
+
+/**
+ * A maker of temporary directories that are all removed after each test of
+ * the calling file (registers the afterEach hook once).
+ */
+export function tempDirsRemovedAfterEach(label: string): () => string {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return () => {
+    const dir = makeTempDir(label);
+    dirs.push(dir);
+    return dir;
+  };
+}
 
 export function makeTempDir(label: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `tfjs-ddp-${label}-`));
