@@ -8,11 +8,11 @@ import { initBackend, describeBackend } from './backend.js';
 import { loadDataset } from './data/load-dataset.js';
 import { buildModelSpec, type ModelSpec } from './model/spec.js';
 import { Replica } from './replica.js';
+import { evaluateRange } from './evaluation.js';
 import { sgdStep, updateRunningStats } from './optim/sgd.js';
 import { learningRate } from './optim/schedule.js';
 import { globalBatches } from './sampler.js';
 import { BatchLoader } from './batch-loader.js';
-import { makeBatch } from './augment.js';
 import { NORMALIZE, type TrainConfig } from './config.js';
 import { appendMetrics, formatEpochLine, type EpochMetrics } from './metrics.js';
 import { ProgressBar } from './progress.js';
@@ -140,13 +140,6 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
 
 /** Eval-mode loss and accuracy over a whole image set, in batches of the training size. */
 export function evaluate(replica: Replica, set: ImageSet, runningStats: Float32Array, batchSize: number): { loss: number; acc: number } {
-  let lossSum = 0;
-  let correct = 0;
-  for (const indices of globalBatches(set.count, batchSize, 0, 0, { shuffle: false })) {
-    const { x, y } = makeBatch(set, indices, { augment: false, seed: 0, epoch: 0, ...NORMALIZE });
-    const r = replica.evaluate({ x, y, count: indices.length }, runningStats);
-    lossSum += r.lossSum;
-    correct += r.correct;
-  }
+  const { lossSum, correct } = evaluateRange(replica, set, runningStats, batchSize);
   return { loss: lossSum / set.count, acc: correct / set.count };
 }

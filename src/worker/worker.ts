@@ -14,7 +14,7 @@ import { Replica } from '../common/replica.js';
 import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
 import { learningRate } from '../common/optim/schedule.js';
 import { globalBatches, shardRange } from '../common/sampler.js';
-import { makeBatch } from '../common/augment.js';
+import { evaluateRange } from '../common/evaluation.js';
 import { BatchLoader } from '../common/batch-loader.js';
 import { NORMALIZE, type TrainConfig } from '../common/config.js';
 import {
@@ -393,17 +393,8 @@ class ReplicaState {
   private async endEpoch(epoch: number): Promise<void> {
     const { rank, worldSize } = this.init;
     await this.averageRunningStats();
-    const test = this.data.test;
-    const { start, end } = shardRange(test.count, rank, worldSize);
-    let lossSum = 0;
-    let correct = 0;
-    for (let from = start; from < end; from += this.cfg.batchSize) {
-      const indices = Array.from({ length: Math.min(end, from + this.cfg.batchSize) - from }, (_, i) => from + i);
-      const { x, y } = makeBatch(test, indices, { augment: false, seed: 0, epoch: 0, ...NORMALIZE });
-      const r = this.replica.evaluate({ x, y, count: indices.length }, this.runningStats);
-      lossSum += r.lossSum;
-      correct += r.correct;
-    }
-    this.conn.send({ type: 'eval', epoch, lossSum, correct, count: end - start });
+    const { start, end } = shardRange(this.data.test.count, rank, worldSize);
+    const { lossSum, correct, count } = evaluateRange(this.replica, this.data.test, this.runningStats, this.cfg.batchSize, start, end);
+    this.conn.send({ type: 'eval', epoch, lossSum, correct, count });
   }
 }
