@@ -3,9 +3,9 @@
 // takes the same time whatever the guess (and whatever its length).
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { PROTOCOL_VERSION, type HelloMessage } from '../common/protocol/index.js';
+import { PROTOCOL_VERSION, TOKEN_ENV, type HelloMessage } from '../common/protocol/index.js';
 
-export const TOKEN_ENV = 'TFJS_DDP_TOKEN';
+export { TOKEN_ENV };
 
 export class Admission {
   private readonly digest: Buffer;

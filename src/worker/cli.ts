@@ -4,9 +4,9 @@ import { Command, Option } from 'commander';
 import { runMain, UsageError } from '../common/cli-errors.js';
 import type { BackendChoice } from '../common/types.js';
 import { CACHE_ENV, defaultCacheDir } from '../common/data/dataset-cache.js';
+import { TOKEN_ENV } from '../common/protocol/index.js';
 import { parseHostPort, runWorker } from './worker.js';
 
-const TOKEN_ENV = 'TFJS_DDP_TOKEN';
 /** Lets cluster managers (Kubernetes, Slurm) inject the address instead of a flag. */
 const CONNECT_ENV = 'TFJS_DDP_COORDINATOR';
 

@@ -8,6 +8,9 @@ import type { TrainConfig } from '../config.js';
 /** Bumped on any incompatible change to the messages below. */
 export const PROTOCOL_VERSION = 1;
 
+/** Environment variable holding the shared token, read by the coordinator and by workers. */
+export const TOKEN_ENV = 'TFJS_DDP_TOKEN';
+
 /** HTTP path of the control WebSocket on the coordinator's port (the dashboard has the others). */
 export const CONTROL_PATH = '/ddp';
 
