@@ -5,7 +5,7 @@ import { runMain, UsageError } from '../common/cli-errors.js';
 import type { BackendChoice } from '../common/types.js';
 import { CACHE_ENV, defaultCacheDir } from '../common/data/dataset-cache.js';
 import { TOKEN_ENV } from '../common/protocol/index.js';
-import { parseHostPort, runWorker } from './worker.js';
+import { parseCoordinatorAddress, runWorker } from './worker.js';
 
 /** Lets cluster managers (Kubernetes, Slurm) inject the address instead of a flag. */
 const CONNECT_ENV = 'TFJS_DDP_COORDINATOR';
@@ -29,7 +29,7 @@ await runMain('worker', async () => {
   const connect = opts.connect ?? process.env[CONNECT_ENV];
   if (!connect) throw new UsageError(`no coordinator address: pass --connect host:port (or set ${CONNECT_ENV})`);
   try {
-    parseHostPort(connect);
+    parseCoordinatorAddress(connect);
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

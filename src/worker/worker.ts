@@ -27,7 +27,7 @@ import {
 import type { BackendChoice, Dataset } from '../common/types.js';
 
 export interface WorkerOptions {
-  /** Coordinator address, host:port. */
+  /** Coordinator address: host:port, ws://host:port or wss://host:port. */
   connect: string;
   token: string;
   /** Overrides the run's backend on this worker; by default the config's backend is used. */
@@ -64,7 +64,7 @@ export interface CoordinatorAddress extends HostPort {
 }
 
 /** Parses "host:port", "ws://host:port" or "wss://host:port" (IPv6 in brackets); throws a message naming the flag. */
-export function parseHostPort(text: string): CoordinatorAddress {
+export function parseCoordinatorAddress(text: string): CoordinatorAddress {
   const m = /^(?:(wss?):\/\/)?(\[[^\]]+\]|[^:\s/]+):(\d{1,5})\/?$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
   if (!m || port < 1 || port > 65535) {
@@ -84,7 +84,7 @@ const ABNORMAL_CLOSURE = 1006;
  */
 export async function runWorker(options: WorkerOptions): Promise<void> {
   const log = options.log ?? (() => {});
-  const address = parseHostPort(options.connect);
+  const address = parseCoordinatorAddress(options.connect);
   const retryMs = options.reconnectTimeoutMs ?? 0;
   for (;;) {
     const conn = await connectWithRetry(address, options.caPath, retryMs, log);
