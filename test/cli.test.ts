@@ -45,6 +45,9 @@ describe('command line', () => {
     const m = run('coordinator/cli.js', ['--model', 'resnet19']);
     expect(m.status).toBe(2);
     expect(m.stderr).toMatch(/resnet18, resnet34/);
+    const p = run('coordinator/cli.js', ['--workers', '2', '--on-worker-loss', 'retry']);
+    expect(p.status).toBe(2);
+    expect(p.stderr).toMatch(/--on-worker-loss.*Allowed choices are shrink, wait, abort/);
   });
 
   test('a missing dataset exits 1 with one clear line, no stack trace', () => {

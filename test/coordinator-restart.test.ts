@@ -2,34 +2,14 @@
 // the remote worker processes notice the crash, rejoin the new coordinator,
 // and the run finishes with the epochs before the kill unchanged.
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { expect, test } from 'vitest';
 import { readMetrics } from '../src/common/metrics.js';
+import { freePort, startCli } from './helpers/node-process.js';
 
-const root = path.resolve(import.meta.dirname, '..');
 const TOKEN = 'restart-secret-0c42';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(script: string, args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [path.join(root, 'dist/src', script), ...args], {
-    cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TFJS_DDP_TOKEN: TOKEN },
-  });
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  return { child, output: () => output, exited: new Promise((resolve) => child.on('close', resolve)) };
-}
+const start = (script: string, args: string[]) => startCli(script, args, { TFJS_DDP_TOKEN: TOKEN });
 
 test('a killed coordinator restarted with --resume finishes the run with its workers', async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-restart-'));

@@ -51,7 +51,7 @@ describe('admission', () => {
     const wrong = admission.problem(hello('correct hors'));
     expect(wrong).toMatch(/^wrong token/);
     expect(wrong).not.toMatch(/hors/);
-    expect(admission.problem(hello('correct horse', 2))).toMatch(/protocol version 2 is not supported/);
+    expect(admission.problem(hello('correct horse', 1))).toMatch(/protocol version 1 is not supported/);
   });
 
   test('remote workers need a token; all-local runs get a random one', () => {

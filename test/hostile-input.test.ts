@@ -11,7 +11,7 @@ import { WebSocket } from 'ws';
 import { Packr } from 'msgpackr';
 import { DEFAULTS } from '../src/common/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
-import { CONTROL_PATH, type HostPort } from '../src/common/protocol/index.js';
+import { CONTROL_PATH, PROTOCOL_VERSION, type HostPort } from '../src/common/protocol/index.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const TOKEN = 'hostile-input-secret-51c9';
@@ -98,7 +98,7 @@ describe('hostile and malformed input on the coordinator port', () => {
     await expectNewLine(n, /^dropped worker 127\.0\.0\.1:\d+: sent no hello within 0\.5 s/);
 
     n = dropped().length;
-    await wsVisit(address, (ws) => ws.send(pack({ type: 'hello', protocol: 1, token: 'guess', backend: null })));
+    await wsVisit(address, (ws) => ws.send(pack({ type: 'hello', protocol: PROTOCOL_VERSION, token: 'guess', backend: null })));
     await expectNewLine(n, /^refused worker .*wrong token/);
 
     // The real workers still join and the run completes.

@@ -9,7 +9,7 @@ import { expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
-import { CONTROL_PATH, encodeMessage, type HostPort } from '../src/common/protocol/index.js';
+import { CONTROL_PATH, encodeMessage, PROTOCOL_VERSION, type HostPort } from '../src/common/protocol/index.js';
 import { Rng } from '../src/common/rng.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -24,7 +24,7 @@ const cfg = (): TrainConfig => ({
 
 /** Valid-looking messages an attacker could send (never with the real token), to mutate. */
 const templates = [
-  encodeMessage({ type: 'hello', protocol: 1, token: 'attacker', backend: null }),
+  encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, token: 'attacker', backend: null }),
   encodeMessage({ type: 'data-status', cached: false }),
   encodeMessage({ type: 'ready', ringAddress: { host: '127.0.0.1', port: 9 }, backend: 'cpu' }),
   encodeMessage({ type: 'step', step: 1, lossSum: 1, correct: 0, count: 6, localNonFinite: false, skipped: false, checksum: null, dataMs: 0, gradMs: 1, reduceMs: 1, stepMs: 2 }),

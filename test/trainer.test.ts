@@ -33,7 +33,7 @@ describe('single-process training', () => {
     const metrics = await readMetrics(path.join(out, 'metrics.jsonl'));
     expect(metrics.map((m) => m.epoch)).toEqual([1, 2]);
     for (const m of metrics) {
-      expect(Object.keys(m).sort()).toEqual(['epoch', 'images_per_s', 'lr', 'seconds', 'test_acc', 'test_loss', 'train_acc', 'train_loss', 'workers'].sort());
+      expect(Object.keys(m).sort()).toEqual(['epoch', 'images_per_s', 'lr', 'seconds', 'test_acc', 'test_loss', 'train_acc', 'train_images', 'train_loss', 'workers'].sort());
       expect(m.workers).toBe(1);
       expect(m.train_loss).toBeGreaterThan(0);
       expect(m.test_acc).toBeGreaterThanOrEqual(0);

@@ -17,7 +17,10 @@ export interface EpochMetrics {
   seconds: number;
   /** Training throughput over all workers. */
   images_per_s: number;
+  /** Workers at the end of the epoch (the group can shrink or grow during a run). */
   workers: number;
+  /** Training images counted in the epoch: each image once, also across group changes. Absent in older files. */
+  train_images?: number;
 }
 
 const NUMERIC_FIELDS = ['epoch', 'lr', 'train_loss', 'train_acc', 'test_loss', 'test_acc', 'seconds', 'images_per_s', 'workers'] as const;

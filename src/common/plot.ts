@@ -313,7 +313,7 @@ export async function writeLinePlotPng(file: string, spec: LinePlotSpec): Promis
 /** The seed's plot: loss and accuracy (train and test) per epoch, best test accuracy marked. */
 export function curvesPlotSpec(history: EpochMetrics[], title?: string): LinePlotSpec {
   if (history.length === 0) throw new Error('cannot plot training curves: the metrics history is empty');
-  const series = (name: string, key: keyof EpochMetrics): PlotSeries => ({ name, points: history.map((m) => [m.epoch, m[key]]) });
+  const series = (name: string, key: 'train_loss' | 'test_loss' | 'train_acc' | 'test_acc'): PlotSeries => ({ name, points: history.map((m) => [m.epoch, m[key]]) });
   let best: EpochMetrics | undefined;
   for (const m of history) {
     if (Number.isFinite(m.test_acc) && (best === undefined || m.test_acc > best.test_acc)) best = m;

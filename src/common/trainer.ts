@@ -118,6 +118,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
         seconds,
         images_per_s: state.epochTotals.seen / seconds,
         workers: 1,
+        train_images: state.epochTotals.seen,
       };
       state.history.push(m);
       await appendMetrics(metricsFile, m);

@@ -10,6 +10,7 @@ import { addTrainOptions, configFromOptions } from '../common/config.js';
 import { runMain, UsageError } from '../common/cli-errors.js';
 import { train } from '../common/trainer.js';
 import { runCoordinator } from './coordinator.js';
+import { WORKER_LOSS_POLICIES } from './membership.js';
 import { TOKEN_ENV } from './admission.js';
 
 const DEFAULT_PORT = 29500;
@@ -27,7 +28,9 @@ const program = addTrainOptions(
     .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
     .addOption(new Option('--dashboard <on>', 'serve the live dashboard at http://host:port/').choices(['true', 'false']).default('true'))
-    .addOption(new Option('--worker-timeout <seconds>', 'abort when a worker sends nothing for this long (plus twice the longest step)').default(30).argParser((v) => Number(v)))
+    .addOption(new Option('--worker-timeout <seconds>', 'a worker that sends nothing for this long (plus twice the longest step) is lost').default(30).argParser((v) => Number(v)))
+    .addOption(new Option('--on-worker-loss <policy>', 'when a worker is lost: shrink (go on with the survivors), wait (for a replacement worker), abort (checkpoint, exit 1)')
+      .choices([...WORKER_LOSS_POLICIES]).default('shrink'))
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https:// (workers connect with wss://host:port --ca <file>)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)'),
@@ -70,9 +73,10 @@ await runMain('coordinator', async () => {
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, log, progressStream: process.stdout,
+    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
+  for (const c of result.groupChanges) console.log(`group change at step ${c.step}: ${c.from} -> ${c.to} workers${c.lost.length > 0 ? ` (lost ${c.lost.join(', ')})` : ''}`);
   console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
 });
 

@@ -17,18 +17,18 @@ export class Watchdog {
   private longestStepMs = 0;
   private readonly timer: NodeJS.Timeout;
 
-  constructor(ranks: ControlConnection[], private readonly timeoutMs: number) {
+  /** `members`: the connections to watch now (the group changes during a run). */
+  constructor(members: () => ControlConnection[], private readonly timeoutMs: number) {
     this.timer = setInterval(() => {
       const now = Date.now();
       const allowance = this.timeoutMs + (this.longestStepMs > 0 ? 2 * this.longestStepMs : FIRST_STEP_ALLOWANCE_MS);
-      for (const conn of ranks) {
+      for (const conn of members()) {
         const silent = now - conn.lastHeard;
-        if (silent > allowance) {
-          // Failing this connection rejects whatever the run is waiting for from it.
+        if (silent > allowance && conn.failedWith === null) {
+          // Failing this connection rejects whatever the run is waiting for
+          // from it: the member is lost, and the group is re-formed without it.
           conn.abort(`sent nothing for ${(silent / 1000).toFixed(1)} s (--worker-timeout ${this.timeoutMs / 1000} s ` +
             `plus twice the longest step, ${(2 * this.longestStepMs / 1000).toFixed(1)} s): hung, stopped or cut off`);
-          this.stop();
-          return;
         }
       }
     }, CHECK_EVERY_MS);

@@ -1,30 +1,24 @@
-// One data-parallel replica. It connects to the coordinator, receives its
-// rank, the run's config, the dataset (unless cached) and the starting state,
-// and then trains the global batches the coordinator names: each step it
-// computes the gradient of its shard, sums it with the other ranks'
-// (all-reduce), and applies the same SGD step as every other rank, so all
-// replicas keep bit-identical weights.
+// One data-parallel worker. It connects to the coordinator and is given a
+// rank in a group (`init`), the run's config, the dataset (unless cached) and
+// the state to start from; it then trains in that group (group-session.ts)
+// until the run is done. When the group changes (a rank lost, a worker
+// added), the coordinator halts it: the worker rolls back to the last
+// committed step, reports its state, and waits for its place in the next
+// group.
 
 import fs from 'node:fs';
 import { WebSocket } from 'ws';
-import { describeBackend, initBackend } from '../common/backend.js';
 import { decodeDataset, defaultCacheDir, loadCachedDataset, storeCachedDataset } from '../common/data/dataset-cache.js';
-import { buildModelSpec } from '../common/model/spec.js';
-import { Replica } from '../common/replica.js';
-import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
-import { learningRate } from '../common/optim/schedule.js';
-import { globalBatches, shardRange } from '../common/sampler.js';
-import { evaluateRange } from '../common/evaluation.js';
-import { BatchLoader } from '../common/batch-loader.js';
-import { NORMALIZE, type TrainConfig } from '../common/config.js';
 import {
-  connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
-} from '../common/allreduce/index.js';
-import {
-  ControlConnection, configHash, CONTROL_PATH, PROTOCOL_VERSION, weightsChecksum,
-  type EpochMessage, type HostPort, type InitMessage,
+  ControlConnection, configHash, CONTROL_PATH, PROTOCOL_VERSION,
+  type HostPort, type InitMessage,
 } from '../common/protocol/index.js';
 import type { BackendChoice, Dataset } from '../common/types.js';
+import { runGroupSession, type SessionEnd } from './group-session.js';
+import { HaltSignal, SessionInbox } from './session-inbox.js';
+import { TrainingState } from './training-state.js';
+
+export { FAULT_ENV } from './group-session.js';
 
 export interface WorkerOptions {
   /** Coordinator address: host:port, ws://host:port or wss://host:port. */
@@ -45,17 +39,6 @@ export interface WorkerOptions {
   cacheDir?: string | null;
   /** Only for tests of the refusal path: the protocol version to announce. */
   protocolVersion?: number;
-}
-
-/**
- * Fault injection for reliability tests and drills: "rank:step,..." makes
- * those ranks put a NaN into their gradient at those (1-based) steps.
- */
-export const FAULT_ENV = 'TFJS_DDP_INJECT_NAN';
-
-function allFinite(values: Float32Array): boolean {
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
-  return true;
 }
 
 export interface CoordinatorAddress extends HostPort {
@@ -93,7 +76,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       const init = await conn.expect('init');
       conn.peer = 'coordinator';
       log(`joined as rank ${init.rank} of ${init.worldSize}`);
-      await trainAsReplica(conn, init, options);
+      await serveGroups(conn, init, options);
       return;
     } catch (err) {
       // Tell the coordinator why, so its error names this rank's real problem
@@ -155,9 +138,13 @@ async function openControl(address: CoordinatorAddress, ca: Buffer | undefined):
   return new ControlConnection(ws, `coordinator at ${address.host}:${address.port}`);
 }
 
-async function trainAsReplica(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<void> {
-  const cfg = init.config;
-  if (configHash(cfg) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
+/**
+ * Trains in one group after another until the coordinator says done. The
+ * dataset is kept in memory across groups, so a re-formed group starts at
+ * once.
+ */
+async function serveGroups(conn: ControlConnection, first: InitMessage, options: WorkerOptions): Promise<void> {
+  const log = options.log ?? (() => {});
   // "Still alive" for the coordinator's watchdog, whenever this thread is not busy computing.
   const heartbeat = setInterval(() => {
     try {
@@ -165,83 +152,82 @@ async function trainAsReplica(conn: ControlConnection, init: InitMessage, option
     } catch {
       // The connection is gone; the next receive reports it.
     }
-  }, init.heartbeatMs);
+  }, first.heartbeatMs);
+  let held: { hash: string; data: Dataset } | null = null;
   try {
-    await trainWithHeartbeat(conn, init, options);
+    for (let init: InitMessage | null = first; init !== null;) {
+      if (configHash(init.config) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
+      const inbox = new SessionInbox(conn, init.step);
+      const state = new TrainingState(init);
+      let end: SessionEnd;
+      try {
+        held = await obtainDataset(conn, inbox, init, held, options);
+        end = await runGroupSession({
+          conn, inbox, init, data: held.data, state, backend: options.backend, ringHost: options.ringHost, ringPort: options.ringPort,
+        });
+      } catch (err) {
+        // Halted while the dataset was on its way: this worker still holds the init state.
+        if (!(err instanceof HaltSignal)) throw err;
+        end = { kind: 'halted', halt: err.halt };
+      }
+      if (end.kind === 'done') {
+        // Every replica prints the same line: a check anyone can make across machines.
+        log(`finished at step ${state.step}, state checksum ${state.fullChecksum()}`);
+        return;
+      }
+      init = await waitForNextGroup(conn, state, end.halt.step);
+      if (init) log(`the group changed: now rank ${init.rank} of ${init.worldSize}, from step ${init.step}`);
+    }
   } finally {
     clearInterval(heartbeat);
   }
 }
 
-async function trainWithHeartbeat(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<void> {
-  const { rank, worldSize } = init;
-  const cfg = init.config;
-  const data = await receiveDataset(conn, init, options);
-  await initBackend(options.backend ?? cfg.backend);
-  const spec = buildModelSpec({
-    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
-  });
-  if (spec.paramCount !== init.weights.length || spec.paramCount !== init.momentum.length || spec.runningStatsSize !== init.runningStats.length) {
-    throw new Error(`the coordinator sent ${init.weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
-  }
-
-  const endpoint = init.allreduce === 'ring' && worldSize > 1
-    ? await RingEndpoint.listen({ rank, worldSize, host: options.ringHost ?? '127.0.0.1', port: options.ringPort ?? 0, tag: init.tag })
-    : null;
-  let reducer: AllReducer | null = null;
-  try {
-    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend() });
-    const { peer } = await conn.expect('connect');
-    if (worldSize > 1) {
-      if (peer === null) throw new Error('the coordinator sent no all-reduce peer address');
-      reducer = endpoint
-        ? new RingAllReducer(await endpoint.connect(peer), { tag: init.tag })
-        : new StarAllReducer(await connectToStarHub(peer, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
+/**
+ * After a halt: rolls back to the committed step and reports it, answers a
+ * request for the state, and returns the next group's `init` (null on done).
+ */
+async function waitForNextGroup(conn: ControlConnection, state: TrainingState, step: number): Promise<InitMessage | null> {
+  const reportHalted = (at: number): void => {
+    state.rollBackTo(at);
+    conn.send({ type: 'halted', step: state.step, checksum: state.optimizerChecksum(), runningStats: state.runningStats });
+  };
+  reportHalted(step);
+  for (;;) {
+    const msg = await conn.receive();
+    if (msg.type === 'init') return msg;
+    if (msg.type === 'done') return null;
+    if (msg.type === 'halt') {
+      // The coordinator restarted its membership change (another rank failed meanwhile).
+      reportHalted(msg.step);
+    } else if (msg.type === 'snapshot') {
+      conn.send({
+        type: 'state', step: state.step, checksum: state.fullChecksum(),
+        weights: state.weights, momentum: state.momentum, runningStats: state.runningStats,
+      });
+    } else if (msg.type !== 'commit') {
+      throw new Error(`the coordinator sent "${msg.type}" while this worker waits for its next group`);
     }
-    const replica = new Replica(spec, init.weights, [data.train.height, data.train.width, data.train.channels]);
-    // One augmentation thread per replica by default: the replicas already use the cores.
-    const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads ?? 1, seed: cfg.seed, ...NORMALIZE });
-    try {
-      const state = new ReplicaState(init, data, replica, loader, reducer, conn);
-      for (;;) {
-        const msg = await conn.receive();
-        if (msg.type === 'epoch') {
-          await state.runSteps(msg);
-        } else if (msg.type === 'snapshot') {
-          await state.averageRunningStats();
-          const mine = rank === 0;
-          conn.send({
-            type: 'state', step: state.step, checksum: state.checksum(),
-            weights: mine ? state.weights : null, momentum: mine ? state.momentum : null, runningStats: mine ? state.runningStats : null,
-          });
-        } else if (msg.type === 'done') {
-          return;
-        } else {
-          throw new Error(`the coordinator sent "${msg.type}" during training`);
-        }
-      }
-    } finally {
-      await loader.close();
-      replica.dispose();
-    }
-  } finally {
-    await endpoint?.close();
-    await reducer?.close();
   }
 }
 
-/** The backend in use, plus the GPU pinning when a launcher set one, for the coordinator's log. */
-function describeWorkerBackend(): string {
-  const gpus = process.env.CUDA_VISIBLE_DEVICES;
-  return gpus === undefined ? describeBackend() : `${describeBackend()}, CUDA_VISIBLE_DEVICES=${gpus}`;
-}
 
 /**
  * The run's dataset: from this worker's cache when it holds the announced
  * hash, else sent by the coordinator (and then cached). No dataset files are
  * needed on a worker's own disk.
  */
-async function receiveDataset(conn: ControlConnection, init: InitMessage, options: WorkerOptions): Promise<Dataset> {
+async function obtainDataset(
+  conn: ControlConnection, inbox: SessionInbox, init: InitMessage, held: { hash: string; data: Dataset } | null, options: WorkerOptions,
+): Promise<{ hash: string; data: Dataset }> {
+  if (held?.hash === init.datasetHash) {
+    conn.send({ type: 'data-status', cached: true });
+    return held;
+  }
+  return { hash: init.datasetHash, data: await receiveDataset(conn, inbox, init, options) };
+}
+
+async function receiveDataset(conn: ControlConnection, inbox: SessionInbox, init: InitMessage, options: WorkerOptions): Promise<Dataset> {
   const log = options.log ?? (() => {});
   const cacheDir = options.cacheDir === undefined ? defaultCacheDir() : options.cacheDir;
   const cached = cacheDir === null ? null : await loadCachedDataset(cacheDir, init.datasetHash, log);
@@ -251,7 +237,7 @@ async function receiveDataset(conn: ControlConnection, init: InitMessage, option
     return cached;
   }
   const started = Date.now();
-  const { hash, blob } = await conn.expect('dataset');
+  const { hash, blob } = await inbox.expect('dataset');
   if (hash !== init.datasetHash || blob.byteLength !== init.datasetBytes) {
     throw new Error(`the coordinator sent dataset ${hash.slice(0, 12)} (${blob.byteLength} bytes) after announcing ${init.datasetHash.slice(0, 12)} (${init.datasetBytes} bytes)`);
   }
@@ -267,134 +253,3 @@ async function receiveDataset(conn: ControlConnection, init: InitMessage, option
   return data;
 }
 
-/** Weights, optimizer and statistics of one replica, and the steps that change them. */
-class ReplicaState {
-  readonly weights: Float32Array;
-  readonly momentum: Float32Array;
-  readonly runningStats: Float32Array;
-  private readonly grad: Float32Array;
-  private readonly cfg: TrainConfig;
-  step: number;
-  /** Whether the running statistics changed since they were last averaged across replicas. */
-  private statsDiverged = false;
-  /** Sequence number of all-reduce calls; every rank makes the same calls in the same order. */
-  private reduceSeq = 0;
-  /** Consecutive steps skipped for a non-finite gradient sum. */
-  private badSteps = 0;
-  /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
-  private readonly faults: Set<string>;
-
-  constructor(
-    private readonly init: InitMessage,
-    private readonly data: Dataset,
-    private readonly replica: Replica,
-    private readonly loader: BatchLoader,
-    private readonly reducer: AllReducer | null,
-    private readonly conn: ControlConnection,
-  ) {
-    this.cfg = init.config;
-    this.weights = init.weights.slice();
-    this.momentum = init.momentum.slice();
-    this.runningStats = init.runningStats.slice();
-    this.grad = new Float32Array(init.weights.length);
-    this.step = init.step;
-    this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
-  }
-
-  async runSteps({ epoch, from, steps }: EpochMessage): Promise<void> {
-    const { cfg, init } = this;
-    const batches = globalBatches(this.data.train.count, cfg.batchSize, cfg.seed, epoch, { shuffle: true });
-    if (!Number.isInteger(from) || !Number.isInteger(steps) || from < 0 || steps < 1 || from + steps > batches.length) {
-      throw new Error(`the coordinator asked for steps ${from}..${from + steps - 1} of epoch ${epoch}, which has ${batches.length}`);
-    }
-    const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
-    // This rank's shard of each global batch, augmented in the loader's
-    // thread while the previous step computes.
-    const shards = batches.slice(from, from + steps).map((global) => {
-      const { start, end } = shardRange(global.length, init.rank, init.worldSize);
-      return global.subarray(start, end);
-    });
-    let stepInEpoch = from;
-    let waitStart = performance.now();
-    for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
-      const stepStart = performance.now();
-      const dataMs = stepStart - waitStart;
-      const global = batches[stepInEpoch];
-      const count = shards[stepInEpoch - from].length;
-      // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
-      const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
-      const injected = this.faults.has(`${init.rank}:${this.step + 1}`);
-      if (injected) this.grad[0] = Number.NaN;
-      const localNonFinite = !allFinite(this.grad);
-      const reduceStart = performance.now();
-      const gradMs = reduceStart - stepStart;
-      await this.reducer?.allReduceSum(this.grad, this.reduceSeq++);
-      const reduceMs = performance.now() - reduceStart;
-      // Every rank holds the same summed bytes, so every rank takes the same
-      // decision: a non-finite sum skips the update everywhere (no weights,
-      // momentum or BatchNorm statistics change), and the replicas stay equal.
-      const skipped = !allFinite(this.grad);
-      if (!skipped) {
-        const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
-        // A skipped first step leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
-        sgdStep(this.weights, this.grad, this.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, this.step === 0);
-        // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
-        if (res.batchStats) updateRunningStats(this.runningStats, res.batchStats);
-        // Set on every rank alike (a rank with an empty shard has no batchStats),
-        // because it decides whether every rank joins the averaging all-reduce.
-        if (this.runningStats.length > 0) this.statsDiverged = true;
-        this.replica.setWeights(this.weights);
-      }
-      this.step++;
-      const checksum = this.step % init.checksumEvery === 0 ? weightsChecksum(this.weights) : null;
-      this.conn.send({
-        type: 'step', step: this.step, lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped, checksum,
-        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart,
-      });
-      stepInEpoch++;
-      waitStart = performance.now();
-      // Every rank counts the same skips, so all stop here together; the
-      // coordinator then takes a snapshot for its checkpoint and ends the run.
-      this.badSteps = skipped ? this.badSteps + 1 : 0;
-      if (this.badSteps >= cfg.maxBadSteps) return;
-    }
-    if (from + steps === batches.length) await this.endEpoch(epoch);
-  }
-
-  /**
-   * Replaces every replica's running statistics by their mean over the
-   * replicas (all-reduce SUM, then / N), so that evaluation, checkpoints and
-   * the final model use the same statistics on every rank. The update
-   * r = 0.9 r + 0.1 b is linear, so averaging early (at a mid-epoch
-   * checkpoint) gives the same statistics as averaging later, up to rounding.
-   * Every rank calls it at the same points (epoch end, snapshot), so the
-   * all-reduce sequence stays aligned.
-   */
-  async averageRunningStats(): Promise<void> {
-    if (!this.statsDiverged) return;
-    this.statsDiverged = false;
-    if (!this.reducer) return;
-    await this.reducer.allReduceSum(this.runningStats, this.reduceSeq++);
-    const f = Math.fround;
-    const n = this.init.worldSize;
-    for (let i = 0; i < this.runningStats.length; i++) this.runningStats[i] = f(this.runningStats[i] / n);
-  }
-
-  /** Fingerprint of everything that must be identical across replicas at a snapshot. */
-  checksum(): string {
-    const all = new Float32Array(2 * this.weights.length + this.runningStats.length);
-    all.set(this.weights);
-    all.set(this.momentum, this.weights.length);
-    all.set(this.runningStats, 2 * this.weights.length);
-    return weightsChecksum(all);
-  }
-
-  /** Averages the running statistics across replicas, then evaluates this rank's shard of the test set. */
-  private async endEpoch(epoch: number): Promise<void> {
-    const { rank, worldSize } = this.init;
-    await this.averageRunningStats();
-    const { start, end } = shardRange(this.data.test.count, rank, worldSize);
-    const { lossSum, correct, count } = evaluateRange(this.replica, this.data.test, this.runningStats, this.cfg.batchSize, start, end);
-    this.conn.send({ type: 'eval', epoch, lossSum, correct, count });
-  }
-}

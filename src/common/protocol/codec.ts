@@ -27,6 +27,8 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   'data-status': { cached: 'boolean' },
   state: { step: 'number', checksum: 'string', weights: 'f32?', momentum: 'f32?', runningStats: 'f32?' },
   heartbeat: {},
+  'reduce-failed': { message: 'string' },
+  halted: { step: 'number', checksum: 'string', runningStats: 'f32' },
   error: { message: 'string' },
   refused: { reason: 'string' },
   init: {
@@ -38,6 +40,9 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   epoch: { epoch: 'number', from: 'number', steps: 'number' },
   snapshot: {},
   done: {},
+  commit: { step: 'number' },
+  evaluate: { epoch: 'number' },
+  halt: { step: 'number' },
 };
 
 // useRecords false: plain msgpack maps, readable by any msgpack library.

@@ -69,7 +69,24 @@ export class ControlConnection {
     if (msg.type === type) return msg as MessageOfType<T>;
     if (msg.type === 'error') throw new Error(`${this.peer} failed: ${msg.message}`);
     if (msg.type === 'refused') throw new Error(`${this.peer} refused this worker: ${msg.reason}`);
+    if (msg.type === 'reduce-failed') throw new Error(`${this.peer}: its all-reduce failed: ${msg.message}`);
     throw new Error(`${this.peer} sent "${msg.type}" where the protocol expects "${type}"`);
+  }
+
+  /**
+   * Withdraws a pending receive, which rejects with `reason`, without taking a
+   * message: whatever arrives next stays in the inbox for the next receive.
+   */
+  interrupt(reason: string): void {
+    const w = this.waiter;
+    if (!w) return;
+    this.waiter = null;
+    w.reject(new Error(`${this.peer}: ${reason}`));
+  }
+
+  /** The error that ended this connection, or null while it is usable. */
+  get failedWith(): Error | null {
+    return this.failure;
   }
 
   /** Gives up on the peer: pending and later receives reject with `reason`, and the socket is dropped. */

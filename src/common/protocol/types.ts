@@ -6,7 +6,7 @@
 import type { TrainConfig } from '../config.js';
 
 /** Bumped on any incompatible change to the messages below. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Environment variable holding the shared token, read by the coordinator and by workers. */
 export const TOKEN_ENV = 'TFJS_DDP_TOKEN';
@@ -94,6 +94,29 @@ export interface StateMessage {
   runningStats: Float32Array | null;
 }
 
+/**
+ * This rank's all-reduce failed (a peer vanished or sent a bad frame). The
+ * rank stays connected and waits for `halt`: the coordinator decides who is
+ * lost.
+ */
+export interface ReduceFailedMessage {
+  type: 'reduce-failed';
+  message: string;
+}
+
+/**
+ * Reply to `halt`: the rank has stopped, rolled back to the committed step
+ * and closed its all-reduce links. `checksum` covers weights and momentum
+ * (identical on every survivor); the running statistics differ per replica
+ * and are averaged by the coordinator.
+ */
+export interface HaltedMessage {
+  type: 'halted';
+  step: number;
+  checksum: string;
+  runningStats: Float32Array;
+}
+
 /** Sent every `init.heartbeatMs` while the worker's event loop is free, so a hung or cut-off worker is noticed. */
 export interface HeartbeatMessage {
   type: 'heartbeat';
@@ -151,10 +174,7 @@ export interface ConnectMessage {
   peer: HostPort | null;
 }
 
-/**
- * Train global batches `from` .. `from + steps - 1` of `epoch`; if that
- * completes the epoch, average the BatchNorm statistics and evaluate.
- */
+/** Train global batches `from` .. `from + steps - 1` of `epoch`, one `step` report each. */
 export interface EpochMessage {
   type: 'epoch';
   epoch: number;
@@ -167,12 +187,43 @@ export interface SnapshotMessage {
   type: 'snapshot';
 }
 
+/**
+ * Every rank has reported step `step`, so it is part of the run for good. A
+ * rank applies step s + 1 only after `commit {step: s}`: no rank is ever more
+ * than one step past the last commit, which is what makes `halt` possible.
+ */
+export interface CommitMessage {
+  type: 'commit';
+  step: number;
+}
+
+/** Average the BatchNorm statistics across ranks, evaluate this rank's shard of the test set, reply `eval`. */
+export interface EvaluateMessage {
+  type: 'evaluate';
+  epoch: number;
+}
+
+/**
+ * Membership is changing (a rank was lost, or a new worker joins): stop
+ * whatever is running, roll back to the committed step `step`, close the
+ * all-reduce links and reply `halted`; then wait for a new `init` (the next
+ * group), `snapshot` (the coordinator wants this rank's state) or `done`.
+ */
+export interface HaltMessage {
+  type: 'halt';
+  step: number;
+}
+
 /** Checksums agree; the worker may close and exit 0. */
 export interface DoneMessage {
   type: 'done';
 }
 
-export type WorkerMessage = HelloMessage | DataStatusMessage | ReadyMessage | StepMessage | EvalMessage | StateMessage | HeartbeatMessage | ErrorMessage;
-export type CoordinatorMessage = RefusedMessage | InitMessage | DatasetMessage | ConnectMessage | EpochMessage | SnapshotMessage | DoneMessage;
+export type WorkerMessage =
+  | HelloMessage | DataStatusMessage | ReadyMessage | StepMessage | EvalMessage | StateMessage | HeartbeatMessage | ErrorMessage
+  | ReduceFailedMessage | HaltedMessage;
+export type CoordinatorMessage =
+  | RefusedMessage | InitMessage | DatasetMessage | ConnectMessage | EpochMessage | SnapshotMessage | DoneMessage
+  | CommitMessage | EvaluateMessage | HaltMessage;
 export type ControlMessage = WorkerMessage | CoordinatorMessage;
 export type MessageOfType<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>;

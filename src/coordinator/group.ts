@@ -1,0 +1,173 @@
+// A group: the workers that train together, in rank order, wired into one
+// all-reduce. The coordinator forms the first group when --workers have
+// joined, and a new one whenever membership changes (recovery.ts). Forming
+// sends every member the state to start from, so a survivor and a newcomer
+// start the group identical.
+
+import { randomInt } from 'node:crypto';
+import type { TrainConfig } from '../common/config.js';
+import type { TrainState } from '../common/train-state.js';
+import { StarHub, StarHubServer } from '../common/allreduce/index.js';
+import {
+  configHash, type AllReduceKind, type ControlConnection, type ControlMessage, type MessageOfType,
+} from '../common/protocol/index.js';
+import type { RunFeed, WorkerView } from './dashboard/run-feed.js';
+
+/** A worker admitted to the run. */
+export interface Member {
+  conn: ControlConnection;
+  /** host:port it connected from, for messages. */
+  address: string;
+  /** Its row on the dashboard. */
+  view: WorkerView | null;
+}
+
+/** A member failed (its socket closed, it sent an error, the watchdog gave up on it, or its all-reduce broke). */
+export class MemberFailure extends Error {
+  override name = 'MemberFailure';
+
+  constructor(readonly member: Member, cause: Error) {
+    super(cause.message, { cause });
+  }
+}
+
+export interface GroupSetup {
+  cfg: TrainConfig;
+  allreduce: AllReduceKind;
+  checksumEvery: number;
+  heartbeatMs: number;
+  /** Host of the star hub (the coordinator's interface). */
+  hubHost: string;
+  datasetHash: string;
+  datasetBytes: number;
+  /** The dataset blob, for members that do not hold it; encoded when needed (it is a second copy of the data). */
+  datasetBlob: () => Uint8Array;
+  log: (line: string) => void;
+  feed: RunFeed | null;
+}
+
+export class Group {
+  private constructor(
+    readonly members: Member[],
+    private readonly hub: StarHub | null,
+    private readonly serving: Promise<void> | null,
+  ) {}
+
+  /** Members that were sent their init but whose group failed to form: only to be halted. */
+  static unformed(members: Member[]): Group {
+    return new Group(members, null, null);
+  }
+
+  get size(): number {
+    return this.members.length;
+  }
+
+  /**
+   * Sends every member its rank and `state`, the dataset to those that lack
+   * it, and wires the all-reduce. Rejects with MemberFailure if a member fails.
+   */
+  static async form(members: Member[], state: TrainState, setup: GroupSetup): Promise<Group> {
+    const { cfg, allreduce, log, feed } = setup;
+    const worldSize = members.length;
+    // A fresh tag per group: frames of a group that was halted cannot enter this one.
+    const tag = randomInt(1, 0xffff_ffff);
+    const hash = configHash(cfg);
+    // Every member that can be reached gets its init, even after one fails:
+    // the recovery that follows halts them all, and a halt only makes sense
+    // to a worker that has been given a group.
+    let unreachable: MemberFailure | null = null;
+    members.forEach((m, rank) => {
+      m.conn.peer = `rank ${rank} (worker ${m.address})`;
+      try {
+        send(m, {
+          type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: setup.datasetHash, datasetBytes: setup.datasetBytes,
+          weights: state.weights, momentum: state.momentum, runningStats: state.runningStats, step: state.step,
+          allreduce, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
+        });
+      } catch (err) {
+        unreachable ??= err as MemberFailure;
+      }
+    });
+    if (unreachable) throw unreachable;
+    const statuses = await gather(members, 'data-status');
+    const needing = members.filter((_, rank) => !statuses[rank].cached);
+    if (needing.length > 0) {
+      const blob = setup.datasetBlob();
+      for (const m of needing) send(m, { type: 'dataset', hash: setup.datasetHash, blob });
+    }
+    log(`dataset ${setup.datasetHash.slice(0, 12)} (${(setup.datasetBytes / 1e6).toFixed(1)} MB): sent to ${needing.length} worker(s), ` +
+      `cached on ${worldSize - needing.length}`);
+    const hubServer = allreduce === 'star' && worldSize > 1 ? await StarHubServer.listen({ worldSize, host: setup.hubHost, port: 0, tag }) : null;
+    try {
+      const readies = await gather(members, 'ready');
+      readies.forEach((r, rank) => {
+        log(`rank ${rank}: ready, backend ${r.backend}`);
+        if (members[rank].view) feed?.workerUpdate(members[rank].view!, { backend: r.backend, state: 'ready' });
+      });
+      members.forEach((m, rank) => {
+        const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
+        send(m, { type: 'connect', peer });
+      });
+      if (!hubServer) return new Group(members, null, null);
+      const hub = new StarHub(await hubServer.accept(), { tag });
+      const serving = hub.serve();
+      serving.catch(() => {}); // a hub failure also fails the workers' all-reduce, which they report
+      return new Group(members, hub, serving);
+    } catch (err) {
+      await hubServer?.close();
+      throw err;
+    }
+  }
+
+  /** Sends `msg` to every member; a member whose socket is gone fails the call. */
+  broadcast(msg: ControlMessage): void {
+    for (const m of this.members) send(m, msg);
+  }
+
+  gather<T extends ControlMessage['type']>(type: T): Promise<MessageOfType<T>[]> {
+    return gather(this.members, type);
+  }
+
+  /** Stops the star hub, if any. */
+  async close(): Promise<void> {
+    if (!this.hub) return;
+    await this.hub.close();
+    await this.serving?.catch(() => {});
+  }
+}
+
+function send(m: Member, msg: ControlMessage): void {
+  try {
+    m.conn.send(msg);
+  } catch (err) {
+    throw new MemberFailure(m, err as Error);
+  }
+}
+
+/**
+ * One message of `type` from every member, in rank order. The first failure
+ * rejects at once with MemberFailure, and the other members' pending receives
+ * are withdrawn, so their next messages stay queued for the recovery.
+ */
+export function gather<T extends ControlMessage['type']>(members: Member[], type: T): Promise<MessageOfType<T>[]> {
+  return new Promise((resolve, reject) => {
+    const out: MessageOfType<T>[] = new Array(members.length);
+    let left = members.length;
+    let failed = false;
+    if (left === 0) resolve(out);
+    members.forEach((m, rank) => {
+      m.conn.expect(type).then(
+        (msg) => {
+          out[rank] = msg;
+          if (--left === 0 && !failed) resolve(out);
+        },
+        (err: Error) => {
+          if (failed) return;
+          failed = true;
+          for (const other of members) if (other !== m) other.conn.interrupt('the group is failing');
+          reject(new MemberFailure(m, err));
+        },
+      );
+    });
+  });
+}

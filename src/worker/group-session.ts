@@ -1,0 +1,294 @@
+// One group session of a worker: from an `init` to `done` or `halt`. The
+// session builds the model and the all-reduce for its rank and world size,
+// then trains the global batches the coordinator names: each step computes
+// the gradient of this rank's shard, sums it with the other ranks'
+// (all-reduce), waits until the previous step is committed, and applies the
+// same SGD step as every other rank, so all replicas keep bit-identical
+// weights. A halt ends the session wherever it is; the caller then rolls the
+// state back to the committed step.
+
+import { describeBackend, initBackend } from '../common/backend.js';
+import { buildModelSpec } from '../common/model/spec.js';
+import { Replica } from '../common/replica.js';
+import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
+import { learningRate } from '../common/optim/schedule.js';
+import { globalBatches, shardRange } from '../common/sampler.js';
+import { evaluateRange } from '../common/evaluation.js';
+import { BatchLoader } from '../common/batch-loader.js';
+import { NORMALIZE, type TrainConfig } from '../common/config.js';
+import {
+  connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
+} from '../common/allreduce/index.js';
+import type { ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
+import type { BackendChoice, Dataset } from '../common/types.js';
+import { HaltSignal, type SessionInbox } from './session-inbox.js';
+import type { TrainingState } from './training-state.js';
+
+/**
+ * Fault injection for reliability tests and drills: "rank:step,..." makes
+ * those ranks put a NaN into their gradient at those (1-based) steps.
+ */
+export const FAULT_ENV = 'TFJS_DDP_INJECT_NAN';
+
+export type SessionEnd = { kind: 'done' } | { kind: 'halted'; halt: HaltMessage };
+
+export interface SessionContext {
+  conn: ControlConnection;
+  inbox: SessionInbox;
+  init: InitMessage;
+  data: Dataset;
+  state: TrainingState;
+  backend?: BackendChoice;
+  ringHost?: string;
+  ringPort?: number;
+}
+
+/** Runs the session; a halt (wherever it finds the session) ends it with `halted`, other failures throw. */
+export async function runGroupSession(ctx: SessionContext): Promise<SessionEnd> {
+  try {
+    await trainInGroup(ctx);
+    return { kind: 'done' };
+  } catch (err) {
+    // A halt also makes pending socket operations fail (their links are
+    // closed on purpose), so any error after a halt is the halt.
+    const halt = err instanceof HaltSignal ? err.halt : ctx.inbox.halt;
+    if (halt) return { kind: 'halted', halt };
+    throw err;
+  }
+}
+
+async function trainInGroup(ctx: SessionContext): Promise<void> {
+  const { conn, inbox, init, data } = ctx;
+  const { rank, worldSize } = init;
+  const cfg = init.config;
+  await initBackend(ctx.backend ?? cfg.backend);
+  const spec = buildModelSpec({
+    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
+  });
+  if (spec.paramCount !== init.weights.length || spec.paramCount !== init.momentum.length || spec.runningStatsSize !== init.runningStats.length) {
+    throw new Error(`the coordinator sent ${init.weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
+  }
+
+  const endpoint = init.allreduce === 'ring' && worldSize > 1
+    ? await RingEndpoint.listen({ rank, worldSize, host: ctx.ringHost ?? '127.0.0.1', port: ctx.ringPort ?? 0, tag: init.tag })
+    : null;
+  let reducer: AllReducer | null = null;
+  // Closing the links makes a pending connect or all-reduce fail at once.
+  inbox.onHalt(() => {
+    void endpoint?.close().catch(() => {});
+    void reducer?.close().catch(() => {});
+  });
+  try {
+    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend() });
+    const { peer } = await inbox.expect('connect');
+    if (worldSize > 1) {
+      if (peer === null) throw new Error('the coordinator sent no all-reduce peer address');
+      try {
+        reducer = endpoint
+          ? new RingAllReducer(await endpoint.connect(peer), { tag: init.tag })
+          : new StarAllReducer(await connectToStarHub(peer, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
+      } catch (err) {
+        // A peer that died before the group was wired: the same as a failed all-reduce.
+        await linkFailed(ctx, err as Error);
+      }
+      if (inbox.halt) throw new HaltSignal(inbox.halt);
+    }
+    const replica = new Replica(spec, ctx.state.weights, [data.train.height, data.train.width, data.train.channels]);
+    // One augmentation thread per replica by default: the replicas already use the cores.
+    const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads ?? 1, seed: cfg.seed, ...NORMALIZE });
+    try {
+      const trainer = new GroupTrainer(ctx, replica, loader, reducer);
+      for (;;) {
+        const msg = await inbox.next();
+        if (msg.type === 'epoch') await trainer.runSteps(msg);
+        else if (msg.type === 'evaluate') await trainer.evaluate(msg.epoch);
+        else if (msg.type === 'snapshot') await trainer.snapshot();
+        else if (msg.type === 'done') return;
+        else throw new Error(`the coordinator sent "${msg.type}" during training`);
+      }
+    } finally {
+      await loader.close();
+      replica.dispose();
+    }
+  } finally {
+    await endpoint?.close();
+    await reducer?.close();
+  }
+}
+
+/** The backend in use, plus the GPU pinning when a launcher set one, for the coordinator's log. */
+function describeWorkerBackend(): string {
+  const gpus = process.env.CUDA_VISIBLE_DEVICES;
+  return gpus === undefined ? describeBackend() : `${describeBackend()}, CUDA_VISIBLE_DEVICES=${gpus}`;
+}
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
+}
+
+/**
+ * An all-reduce link failed (a peer vanished, a link broke): this rank tells
+ * the coordinator and waits for its halt, since only the coordinator knows
+ * which ranks are still alive. Always throws (HaltSignal, or the control
+ * connection's own failure).
+ */
+async function linkFailed(ctx: SessionContext, err: Error): Promise<never> {
+  if (!ctx.inbox.halt) {
+    try {
+      ctx.conn.send({ type: 'reduce-failed', message: err.message });
+    } catch {
+      // The coordinator is gone too; the inbox reports that.
+    }
+  }
+  return ctx.inbox.untilHalted();
+}
+
+/** The steps, evaluations and snapshots of one rank within a group. */
+class GroupTrainer {
+  private readonly cfg: TrainConfig;
+  private readonly init: InitMessage;
+  private readonly state: TrainingState;
+  private readonly grad: Float32Array;
+  /**
+   * Whether the running statistics changed since they were last averaged
+   * across replicas. A new group starts with the coordinator's average.
+   */
+  private statsDiverged = false;
+  /** Sequence number of all-reduce calls; every rank makes the same calls in the same order. */
+  private reduceSeq = 0;
+  /** Consecutive steps skipped for a non-finite gradient sum. */
+  private badSteps = 0;
+  /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
+  private readonly faults: Set<string>;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly replica: Replica,
+    private readonly loader: BatchLoader,
+    private readonly reducer: AllReducer | null,
+  ) {
+    this.init = ctx.init;
+    this.cfg = ctx.init.config;
+    this.state = ctx.state;
+    this.grad = new Float32Array(this.state.weights.length);
+    this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
+  }
+
+  async runSteps({ epoch, from, steps }: EpochMessage): Promise<void> {
+    const { cfg, init, state } = this;
+    const { conn, inbox, data } = this.ctx;
+    const batches = globalBatches(data.train.count, cfg.batchSize, cfg.seed, epoch, { shuffle: true });
+    if (!Number.isInteger(from) || !Number.isInteger(steps) || from < 0 || steps < 1 || from + steps > batches.length) {
+      throw new Error(`the coordinator asked for steps ${from}..${from + steps - 1} of epoch ${epoch}, which has ${batches.length}`);
+    }
+    const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+    // This rank's shard of each global batch, augmented in the loader's
+    // thread while the previous step computes. A group of another size cuts
+    // the same global batches differently, so every image is still seen once.
+    const shards = batches.slice(from, from + steps).map((global) => {
+      const { start, end } = shardRange(global.length, init.rank, init.worldSize);
+      return global.subarray(start, end);
+    });
+    let stepInEpoch = from;
+    let waitStart = performance.now();
+    for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
+      if (inbox.halt) throw new HaltSignal(inbox.halt);
+      const stepStart = performance.now();
+      const dataMs = stepStart - waitStart;
+      const global = batches[stepInEpoch];
+      const count = shards[stepInEpoch - from].length;
+      // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
+      const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
+      if (this.faults.has(`${init.rank}:${state.step + 1}`)) this.grad[0] = Number.NaN;
+      const localNonFinite = !allFinite(this.grad);
+      const reduceStart = performance.now();
+      const gradMs = reduceStart - stepStart;
+      await this.allReduce(this.grad);
+      const reduceMs = performance.now() - reduceStart;
+      // Applying this step before the previous one is committed could leave
+      // this replica two steps past a rank that is about to be lost; see halt.
+      // The commit has nearly always arrived while this step computed.
+      await inbox.committedThrough(state.step);
+      state.rememberBeforeStep();
+      // Every rank holds the same summed bytes, so every rank takes the same
+      // decision: a non-finite sum skips the update everywhere (no weights,
+      // momentum or BatchNorm statistics change), and the replicas stay equal.
+      const skipped = !allFinite(this.grad);
+      if (!skipped) {
+        const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
+        // A skipped first step leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
+        sgdStep(state.weights, this.grad, state.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, state.step === 0);
+        // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
+        if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
+        // Set on every rank alike (a rank with an empty shard has no batchStats),
+        // because it decides whether every rank joins the averaging all-reduce.
+        if (state.runningStats.length > 0) this.statsDiverged = true;
+        this.replica.setWeights(state.weights);
+      }
+      state.step++;
+      const checksum = state.step % init.checksumEvery === 0 ? state.optimizerChecksum() : null;
+      conn.send({
+        type: 'step', step: state.step, lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped, checksum,
+        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart,
+      });
+      stepInEpoch++;
+      waitStart = performance.now();
+      // Every rank counts the same skips, so all stop here together; the
+      // coordinator then takes a snapshot for its checkpoint and ends the run.
+      this.badSteps = skipped ? this.badSteps + 1 : 0;
+      if (this.badSteps >= cfg.maxBadSteps) return;
+    }
+  }
+
+  /** Averages the running statistics across replicas, then evaluates this rank's shard of the test set. */
+  async evaluate(epoch: number): Promise<void> {
+    const { rank, worldSize } = this.init;
+    const { data, conn } = this.ctx;
+    await this.averageRunningStats();
+    const { start, end } = shardRange(data.test.count, rank, worldSize);
+    const { lossSum, correct, count } = evaluateRange(this.replica, data.test, this.state.runningStats, this.cfg.batchSize, start, end);
+    conn.send({ type: 'eval', epoch, lossSum, correct, count });
+  }
+
+  /** Averages the statistics and answers with the state (tensors from rank 0 only: the others are identical). */
+  async snapshot(): Promise<void> {
+    await this.averageRunningStats();
+    const { state } = this;
+    const mine = this.init.rank === 0;
+    this.ctx.conn.send({
+      type: 'state', step: state.step, checksum: state.fullChecksum(),
+      weights: mine ? state.weights : null, momentum: mine ? state.momentum : null, runningStats: mine ? state.runningStats : null,
+    });
+  }
+
+  /**
+   * Replaces every replica's running statistics by their mean over the
+   * replicas (all-reduce SUM, then / N), so that evaluation, checkpoints and
+   * the final model use the same statistics on every rank. The update
+   * r = 0.9 r + 0.1 b is linear, so averaging early (at a mid-epoch
+   * checkpoint) gives the same statistics as averaging later, up to rounding.
+   * Every rank calls it at the same points (evaluate, snapshot), so the
+   * all-reduce sequence stays aligned.
+   */
+  private async averageRunningStats(): Promise<void> {
+    if (!this.statsDiverged) return;
+    this.statsDiverged = false;
+    if (!this.reducer) return;
+    const stats = this.state.runningStats;
+    await this.allReduce(stats);
+    const f = Math.fround;
+    const n = this.init.worldSize;
+    for (let i = 0; i < stats.length; i++) stats[i] = f(stats[i] / n);
+  }
+
+  /** All-reduce SUM in place; a failure becomes a halt (see linkFailed). */
+  private async allReduce(buf: Float32Array): Promise<void> {
+    if (!this.reducer) return;
+    try {
+      await this.reducer.allReduceSum(buf, this.reduceSeq++);
+    } catch (err) {
+      await linkFailed(this.ctx, err as Error);
+    }
+  }
+}

@@ -1,0 +1,36 @@
+// The project's compiled CLIs as real child processes, for tests of what
+// users run: output captured, exit awaited. Needs the build (npx tsc -p .).
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+
+export const root = path.resolve(import.meta.dirname, '../..');
+
+export interface NodeProcess {
+  child: ChildProcess;
+  /** stdout and stderr so far, interleaved. */
+  output: () => string;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+}
+
+/** Runs `dist/src/<script>` with `args`; `env` is added to the test's environment. */
+export function startCli(script: string, args: string[], env: Record<string, string> = {}): NodeProcess {
+  const child = spawn(process.execPath, [path.join(root, 'dist/src', script), ...args], {
+    cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  return { child, output: () => output, exited: new Promise((resolve) => child.on('close', resolve)) };
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
