@@ -5,7 +5,12 @@
 //   npx tsc -p . && node dist/scripts/scale-test.js \
 //     [--workers 1,2,4] [--dataset fashion-mnist] [--model resnet18] [--width 8] \
 //     [--epochs 3] [--batch-size 128] [--train-limit 4096] [--test-limit 1000] \
-//     [--backend wasm] [--per-worker-batch] [--out runs/scale-test]
+//     [--backend wasm] [--per-worker-batch] [--seeds 1] [--out runs/scale-test]
+//
+// With --seeds K every N is trained K times (seeds 0..K-1, the same K for
+// every N), and accuracies are reported as mean ± std over the seeds: the
+// gap between N=1 and N=4 means something only next to the spread that a
+// different seed gives N=1 itself.
 //
 // Writes OUT/scale.png (test accuracy and loss curves, one line per N),
 // OUT/scale.json and OUT/scale.md (the table), and each run's own outputs in
@@ -35,12 +40,15 @@ const { values } = parseArgs({
     'test-limit': { type: 'string', default: '1000' },
     backend: { type: 'string', default: 'wasm' },
     seed: { type: 'string', default: '0' },
+    seeds: { type: 'string', default: '1' },
     'per-worker-batch': { type: 'boolean', default: false },
     out: { type: 'string', default: 'runs/scale-test' },
   },
 });
 
 const worldSizes = values.workers!.split(',').map(Number);
+const seedCount = Number(values.seeds);
+if (!Number.isInteger(seedCount) || seedCount < 1) throw new Error(`--seeds expects a positive integer, got ${values.seeds}`);
 if (worldSizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--workers expects a list like 1,2,4, got ${values.workers}`);
 const base: TrainConfig = {
   ...DEFAULTS,
@@ -54,65 +62,81 @@ const base: TrainConfig = {
 interface Row {
   workers: number;
   globalBatch: number;
-  finalTestAcc: number;
-  bestTestAcc: number;
-  /** Largest |test_acc(N) - test_acc(first N)| over epochs, in accuracy points. */
+  /** Per seed: final and best test accuracy. */
+  finalTestAcc: number[];
+  bestTestAcc: number[];
+  /** Largest |test_acc(N) - test_acc(first N)| over epochs and seeds (same seed compared), in accuracy points. */
   maxGapPoints: number;
   wallSeconds: number;
   imagesPerS: number;
   speedup: number;
   efficiency: number;
   allReduceShare: number;
-  history: EpochMetrics[];
+  /** Per seed. */
+  histories: EpochMetrics[][];
 }
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const std = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
+const pct = (xs: number[]) => `${(100 * mean(xs)).toFixed(2)}%` + (xs.length > 1 ? ` ± ${(100 * std(xs)).toFixed(2)}` : '');
 
 const rows: Row[] = [];
 for (const workers of worldSizes) {
-  const out = path.join(values.out!, `n${workers}`);
-  console.log(`--- ${workers} worker(s) ---`);
-  const started = Date.now();
-  const result = await runCoordinator({ ...base, out }, {
-    workers, port: 0, perWorkerBatch: values['per-worker-batch'], dashboard: false, log: (line) => console.log(`  ${line}`),
-  });
-  const wallSeconds = (Date.now() - started) / 1000;
-  const trainSeconds = result.history.reduce((s, m) => s + m.seconds, 0);
-  const images = result.history.reduce((s, m) => s + m.images_per_s * m.seconds, 0);
-  const reference = rows[0]?.history ?? result.history;
-  rows.push({
-    workers,
-    globalBatch: result.config.batchSize,
-    finalTestAcc: result.history.at(-1)!.test_acc,
-    bestTestAcc: Math.max(...result.history.map((m) => m.test_acc)),
-    maxGapPoints: 100 * Math.max(...result.history.map((m, i) => Math.abs(m.test_acc - reference[i].test_acc))),
-    wallSeconds,
-    imagesPerS: images / trainSeconds,
-    speedup: 0,
-    efficiency: 0,
-    allReduceShare: result.allReduceShare,
-    history: result.history,
-  });
+  const row: Row = {
+    workers, globalBatch: 0, finalTestAcc: [], bestTestAcc: [], maxGapPoints: 0, wallSeconds: 0, imagesPerS: 0, speedup: 0, efficiency: 0,
+    allReduceShare: 0, histories: [],
+  };
+  let trainSeconds = 0;
+  let images = 0;
+  for (let k = 0; k < seedCount; k++) {
+    const seed = base.seed + k;
+    const out = path.join(values.out!, seedCount > 1 ? `n${workers}-seed${seed}` : `n${workers}`);
+    console.log(`--- ${workers} worker(s)${seedCount > 1 ? `, seed ${seed}` : ''} ---`);
+    const started = Date.now();
+    const result = await runCoordinator({ ...base, seed, out }, {
+      workers, port: 0, perWorkerBatch: values['per-worker-batch'], dashboard: false, log: (line) => console.log(`  ${line}`),
+    });
+    row.wallSeconds += (Date.now() - started) / 1000;
+    trainSeconds += result.history.reduce((t, m) => t + m.seconds, 0);
+    images += result.history.reduce((n, m) => n + m.images_per_s * m.seconds, 0);
+    row.globalBatch = result.config.batchSize;
+    row.finalTestAcc.push(result.history.at(-1)!.test_acc);
+    row.bestTestAcc.push(Math.max(...result.history.map((m) => m.test_acc)));
+    row.allReduceShare += result.allReduceShare / seedCount;
+    const reference = rows[0]?.histories[k] ?? result.history;
+    row.maxGapPoints = Math.max(row.maxGapPoints, 100 * Math.max(...result.history.map((m, i) => Math.abs(m.test_acc - reference[i].test_acc))));
+    row.histories.push(result.history);
+  }
+  row.wallSeconds /= seedCount;
+  row.imagesPerS = images / trainSeconds;
+  rows.push(row);
 }
 for (const r of rows) {
   r.speedup = r.imagesPerS / rows[0].imagesPerS;
   r.efficiency = r.speedup / (r.workers / rows[0].workers);
 }
 
-const header = '| workers | global batch | final test acc | best test acc | max gap vs N=' + rows[0].workers +
-  ' (points) | wall s | img/s | speedup | efficiency | all-reduce share |';
+const header = `| workers | global batch | final test acc${seedCount > 1 ? ` (mean ± std, ${seedCount} seeds)` : ''} | best test acc | ` +
+  `final gap vs N=${rows[0].workers} (points) | max gap vs N=${rows[0].workers} (points) | wall s | img/s | speedup | efficiency | all-reduce share |`;
 const table = [
   header,
-  '|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.workers} | ${r.globalBatch} | ${(100 * r.finalTestAcc).toFixed(2)}% | ${(100 * r.bestTestAcc).toFixed(2)}% | ` +
+  '|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.workers} | ${r.globalBatch} | ${pct(r.finalTestAcc)} | ${pct(r.bestTestAcc)} | ` +
+    `${(100 * (mean(r.finalTestAcc) - mean(rows[0].finalTestAcc))).toFixed(2)} | ` +
     `${r.maxGapPoints.toFixed(2)} | ${r.wallSeconds.toFixed(1)} | ${r.imagesPerS.toFixed(1)} | ${r.speedup.toFixed(2)}x | ` +
     `${(100 * r.efficiency).toFixed(0)}% | ${(100 * r.allReduceShare).toFixed(1)}% |`),
 ].join('\n');
 const title = `${base.model} width ${base.width} on ${base.dataset} (${base.trainLimit} train / ${base.testLimit} test), ` +
-  `${base.epochs} epochs, ${values['per-worker-batch'] ? `per-worker batch ${base.batchSize}` : `global batch ${base.batchSize}`}, ${base.backend}`;
+  `${base.epochs} epochs, ${values['per-worker-batch'] ? `per-worker batch ${base.batchSize}` : `global batch ${base.batchSize}`}, ${base.backend}` +
+  (seedCount > 1 ? `, seeds ${base.seed}..${base.seed + seedCount - 1} (curves: mean)` : '');
 console.log(`\n${title}\n${table}`);
 
 fs.mkdirSync(values.out!, { recursive: true });
 const series = (pick: (m: EpochMetrics) => number): PlotSeries[] =>
-  rows.map((r) => ({ name: `${r.workers} worker${r.workers === 1 ? '' : 's'}`, points: r.history.map((m) => [m.epoch, pick(m)] as [number, number]) }));
+  rows.map((r) => ({
+    name: `${r.workers} worker${r.workers === 1 ? '' : 's'}`,
+    points: r.histories[0].map((m, i) => [m.epoch, mean(r.histories.map((h) => pick(h[i])))] as [number, number]),
+  }));
 await writeLinePlotPng(path.join(values.out!, 'scale.png'), {
   title,
   panels: [

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
-import { runCoordinator } from '../src/coordinator/coordinator.js';
+import { runCoordinator, type CoordinatorOptions } from '../src/coordinator/coordinator.js';
 import { runWorker } from '../src/worker/worker.js';
 import type { HostPort } from '../src/common/protocol/index.js';
 
@@ -38,11 +38,11 @@ function startWorker(address: HostPort, token: string): { child: ChildProcess; e
 }
 
 /** Starts a coordinator and resolves its address once it listens. */
-function startCoordinator(workers: number, localWorkers: number, log: string[], epochs = 1) {
+function startCoordinator(workers: number, localWorkers: number, log: string[], epochs = 1, more: Partial<CoordinatorOptions> = {}) {
   let onListening: (a: HostPort) => void = () => {};
   const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
   const run = runCoordinator({ ...cfg(), epochs }, {
-    workers, localWorkers, port: 0, token: TOKEN, log: (l) => log.push(l), onListening,
+    workers, localWorkers, port: 0, token: TOKEN, log: (l) => log.push(l), onListening, ...more,
   });
   run.catch(() => {}); // awaited by the test
   return { listening, run };
@@ -97,13 +97,8 @@ describe('remote workers', () => {
 
   test('--on-worker-loss abort: a worker lost mid-run stops the coordinator with an error naming it', async () => {
     const log: string[] = [];
-    let onListening: (a: HostPort) => void = () => {};
-    const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
     // 20 epochs: far more training than the moment between "ready" and the kill.
-    const run = runCoordinator({ ...cfg(), epochs: 20 }, {
-      workers: 2, localWorkers: 1, port: 0, token: TOKEN, onWorkerLoss: 'abort', log: (l) => log.push(l), onListening,
-    });
-    run.catch(() => {});
+    const { listening, run } = startCoordinator(2, 1, log, 20, { onWorkerLoss: 'abort' });
     const remote = startWorker(await listening, TOKEN);
     // Kill the remote worker as soon as both ranks are ready, before training ends.
     const killer = setInterval(() => {
@@ -120,12 +115,7 @@ describe('remote workers', () => {
 
   test('a worker that stops answering (SIGSTOP) is detected within --worker-timeout, named, and the run goes on without it', async () => {
     const log: string[] = [];
-    let onListening: (a: HostPort) => void = () => {};
-    const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
-    const run = runCoordinator({ ...cfg(), epochs: 4 }, {
-      workers: 2, localWorkers: 1, port: 0, token: TOKEN, workerTimeoutMs: 1500, log: (l) => log.push(l), onListening,
-    });
-    run.catch(() => {});
+    const { listening, run } = startCoordinator(2, 1, log, 4, { workerTimeoutMs: 1500 });
     const remote = startWorker(await listening, TOKEN);
     for (let i = 0; i < 400 && !log.some((l) => l.startsWith('epoches: 1 ')); i++) await new Promise((r) => setTimeout(r, 25));
     const stoppedAt = Date.now();
