@@ -25,6 +25,7 @@ import type { TrainState } from '../common/train-state.js';
 import type { HaltedMessage } from '../common/protocol/index.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
 import type { Lobby } from './lobby.js';
+import type { WorkerView } from './dashboard/run-feed.js';
 
 export type WorkerLossPolicy = 'shrink' | 'wait' | 'abort';
 export const WORKER_LOSS_POLICIES: readonly WorkerLossPolicy[] = ['shrink', 'wait', 'abort'];
@@ -44,6 +45,8 @@ export interface MembershipOptions {
 
 export class Membership {
   private fruitless = 0;
+  /** Dashboard rows of every worker lost so far, kept on show below the group. */
+  private readonly lostViews: WorkerView[] = [];
   /** Every group this run has had, by size: for the run's summary. */
   readonly changes: { step: number; from: number; to: number; lost: string[] }[] = [];
 
@@ -77,13 +80,17 @@ export class Membership {
     log(cause ? `${cause.member.conn.peer}: ${withoutPeer(cause.member, cause.message)}; halting the group at step ${step}` : `a spare is waiting; halting the group at step ${step} to add it`);
     await this.group.close();
     const lostNames: string[] = [];
+    const lostViews: WorkerView[] = [];
     let members = this.group.members;
     for (;;) {
       const { survivors, lost, halted } = await haltMembers(members, step);
       for (const { member, reason } of lost) {
         log(`lost ${member.conn.peer}: ${reason}`);
         lostNames.push(`worker ${member.address}`);
-        if (member.view) setup.feed?.workerUpdate(member.view, { state: 'failed' });
+        if (member.view) {
+          setup.feed?.workerUpdate(member.view, { state: 'failed' });
+          lostViews.push(member.view);
+        }
       }
       if (survivors.length === 0) {
         throw new Error(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
@@ -124,7 +131,8 @@ export class Membership {
         members = next;
         continue;
       }
-      setup.feed?.ranksAssigned(next.flatMap((m) => (m.view ? [m.view] : [])));
+      this.lostViews.push(...lostViews);
+      setup.feed?.ranksAssigned(next.flatMap((m) => (m.view ? [m.view] : [])), this.lostViews);
       this.changes.push({ step, from: before, to: next.length, lost: lostNames });
       log(`group re-formed at step ${step}: ${next.length} worker(s)` +
         (spares.length > 0 ? `, ${spares.length} joined` : '') + (lostNames.length > 0 ? `, ${lostNames.length} lost` : ''));

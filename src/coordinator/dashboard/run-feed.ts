@@ -97,10 +97,15 @@ export class RunFeed {
     return w;
   }
 
-  /** Drops workers that left before the start, and orders the rest by rank. */
-  ranksAssigned(ranked: WorkerView[]): void {
+  /**
+   * A new group: its members ordered by rank, then `lost` (workers that
+   * left the run, shown as failed). Workers that left before the start are
+   * dropped.
+   */
+  ranksAssigned(ranked: WorkerView[], lost: WorkerView[] = []): void {
     ranked.forEach((w, rank) => (w.rank = rank));
-    this.view.workers = [...ranked];
+    for (const w of lost) w.rank = null;
+    this.view.workers = [...ranked, ...lost];
     this.view.run.status = 'training';
     this.touch();
   }
