@@ -46,7 +46,9 @@ class Child {
   readonly proc: ChildProcess;
 
   constructor(readonly name: string, args: string[]) {
-    this.proc = fork(SCRIPT, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // BENCH_PROF=dir: every child writes a V8 CPU profile there (NODE_OPTIONS may not carry --cpu-prof).
+    const profile = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
+    this.proc = fork(SCRIPT, args, { execArgv: profile, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (m: Message) => {
       if (m.type === 'error') return this.fail(new Error(`${name}: ${String(m.message)}`));
       if (this.waiter && this.waiter.type === m.type) {

@@ -13,6 +13,7 @@ import { runCoordinator, type CoordinatorResult } from '../src/coordinator/coord
 import type { WorkerLossPolicy } from '../src/coordinator/membership.js';
 import type { AllReduceKind, HostPort } from '../src/common/protocol/index.js';
 import { startCli, type NodeProcess } from './helpers/node-process.js';
+import { EXIT_FAULT_ENV } from '../src/worker/group-session.js';
 
 const TOKEN = 'elastic-secret-51d0';
 const TRAIN = 288;
@@ -68,8 +69,8 @@ function startRun(
   return { address, run, log, progress, out };
 }
 
-function startWorker(address: HostPort): NodeProcess {
-  return startCli('worker/cli.js', ['--connect', `${address.host}:${address.port}`, '--no-cache'], { TFJS_DDP_TOKEN: TOKEN });
+function startWorker(address: HostPort, env: Record<string, string> = {}): NodeProcess {
+  return startCli('worker/cli.js', ['--connect', `${address.host}:${address.port}`, '--no-cache'], { TFJS_DDP_TOKEN: TOKEN, ...env });
 }
 
 /** The "finished at step S, state checksum X" line every replica prints at the end. */
@@ -172,5 +173,26 @@ describe('--on-worker-loss', () => {
     const finishers = [procs[0], procs[1], late];
     expect(await Promise.all(finishers.map((p) => p.exited))).toEqual([0, 0, 0]);
     expect(new Set(finishers.map(finalChecksum)).size).toBe(1);
+  }, 180_000);
+
+  // A worker lost while the others average their BatchNorm statistics: their
+  // all-reduce is cut short, and the new group is asked for the evaluation or
+  // snapshot again.
+  test.each(['evaluate:1', 'snapshot:2'])('shrink: a worker lost at %s, inside the statistics all-reduce', async (point) => {
+    const { address, run, log } = startRun('shrink', 3, 2, { checkpointEvery: 5 });
+    const victim = startWorker(await address, { [EXIT_FAULT_ENV]: point });
+    const procs = [victim, ...(await Promise.all([0, 1].map(async () => startWorker(await address))))];
+    const result = await run;
+
+    expect(await victim.exited).toBeNull();
+    expect(result.groupChanges).toMatchObject([{ from: 3, to: 2 }]);
+    expect(log).toContainEqual(expect.stringMatching(/^lost rank \d \(worker 127\.0\.0\.1:\d+\): /));
+    // Evaluated on the whole test set (the coordinator checks the count) and every image trained once.
+    expect(result.history.map((m) => m.train_images)).toEqual([TRAIN, TRAIN]);
+    expect(result.history.every((m) => Number.isFinite(m.test_loss))).toBe(true);
+    expect(Array.from(result.state.runningStats).every(Number.isFinite)).toBe(true);
+    const survivors = procs.slice(1);
+    expect(await Promise.all(survivors.map((p) => p.exited))).toEqual([0, 0]);
+    expect(finalChecksum(survivors[0])).toBe(finalChecksum(survivors[1]));
   }, 180_000);
 });

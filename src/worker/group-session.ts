@@ -30,6 +30,18 @@ import type { TrainingState } from './training-state.js';
  */
 export const FAULT_ENV = 'TFJS_DDP_INJECT_NAN';
 
+/**
+ * Fault injection for the same: "evaluate:E" or "snapshot:K" makes this
+ * worker process kill itself (SIGKILL) when the coordinator asks for the
+ * evaluation of (1-based) epoch E, or for its K-th snapshot.
+ */
+export const EXIT_FAULT_ENV = 'TFJS_DDP_EXIT_AT';
+let snapshotsTaken = 0;
+
+function dieIfInjected(point: string): void {
+  if (process.env[EXIT_FAULT_ENV] === point) process.kill(process.pid, 'SIGKILL');
+}
+
 export type SessionEnd = { kind: 'done' } | { kind: 'halted'; halt: HaltMessage };
 
 export interface SessionContext {
@@ -243,6 +255,7 @@ class GroupTrainer {
 
   /** Averages the running statistics across replicas, then evaluates this rank's shard of the test set. */
   async evaluate(epoch: number): Promise<void> {
+    dieIfInjected(`evaluate:${epoch + 1}`);
     const { rank, worldSize } = this.init;
     const { data, conn } = this.ctx;
     await this.averageRunningStats();
@@ -253,6 +266,7 @@ class GroupTrainer {
 
   /** Averages the statistics and answers with the state (tensors from rank 0 only: the others are identical). */
   async snapshot(): Promise<void> {
+    dieIfInjected(`snapshot:${++snapshotsTaken}`);
     await this.averageRunningStats();
     const { state } = this;
     const mine = this.init.rank === 0;
@@ -276,10 +290,13 @@ class GroupTrainer {
     this.statsDiverged = false;
     if (!this.reducer) return;
     const stats = this.state.runningStats;
-    await this.allReduce(stats);
+    // Summed in a copy: an all-reduce cut short by a halt must leave this
+    // replica's statistics intact, since the coordinator averages them next.
+    const sum = stats.slice();
+    await this.allReduce(sum);
     const f = Math.fround;
     const n = this.init.worldSize;
-    for (let i = 0; i < stats.length; i++) stats[i] = f(stats[i] / n);
+    for (let i = 0; i < stats.length; i++) stats[i] = f(sum[i] / n);
   }
 
   /** All-reduce SUM in place; a failure becomes a halt (see linkFailed). */
