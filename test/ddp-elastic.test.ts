@@ -131,6 +131,8 @@ describe('--on-worker-loss', () => {
     const finishers = [procs[1], procs[2], replacement];
     expect(await Promise.all(finishers.map((p) => p.exited))).toEqual([0, 0, 0]);
     expect(replacement.output()).toMatch(/joined as rank 2 of 3/);
+    // Only the newcomer is sent the weights; the survivors check their own against the checksum.
+    expect(log).toContainEqual(expect.stringMatching(/^group of 3 from step \d+: 2 kept their weights and momentum, 1 were sent them$/));
     // Weights, momentum and BatchNorm statistics: the same bytes on all three.
     const sums = finishers.map(finalChecksum);
     expect(new Set(sums).size).toBe(1);

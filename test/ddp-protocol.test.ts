@@ -13,7 +13,7 @@ describe('control messages', () => {
     const msg = {
       type: 'init', rank: 2, worldSize: 3, config: DEFAULTS, configHash: configHash(DEFAULTS),
       datasetHash: 'ab'.repeat(32), datasetBytes: 1234, weights, momentum: weights.map((w) => -w), runningStats: new Float32Array(4).fill(1),
-      step: 7, allreduce: 'ring', tag: 77, checksumEvery: 50, heartbeatMs: 5000,
+      stateIncluded: true, stateChecksum: '', step: 7, allreduce: 'ring', tag: 77, checksumEvery: 50, heartbeatMs: 5000,
     } as const;
     const back = decodeMessage(encodeMessage(msg));
     expect(back).toEqual({ ...msg, weights: expect.any(Float32Array), momentum: expect.any(Float32Array), runningStats: expect.any(Float32Array) });
@@ -21,6 +21,12 @@ describe('control messages', () => {
     expect(weightsChecksum(back.weights)).toBe(weightsChecksum(weights));
     expect(weightsChecksum(back.momentum)).toBe(weightsChecksum(msg.momentum));
     expect(configHash(back.config)).toBe(msg.configHash);
+
+    // A survivor's init in a re-formed group: no weights or momentum, the checksum of its own instead.
+    const survivor = decodeMessage(encodeMessage({ ...msg, weights: new Float32Array(0), momentum: new Float32Array(0), stateIncluded: false, stateChecksum: 'c0ffee' }));
+    if (survivor.type !== 'init') throw new Error('wrong type');
+    expect([survivor.weights.length, survivor.momentum.length, survivor.runningStats.length]).toEqual([0, 0, 4]);
+    expect([survivor.stateIncluded, survivor.stateChecksum]).toEqual([false, 'c0ffee']);
   });
 
   test('malformed messages are rejected with the field and the problem', () => {

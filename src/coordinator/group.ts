@@ -66,7 +66,14 @@ export class Group {
    * Sends every member its rank and `state`, the dataset to those that lack
    * it, and wires the all-reduce. Rejects with MemberFailure if a member fails.
    */
-  static async form(members: Member[], state: TrainState, setup: GroupSetup): Promise<Group> {
+  /**
+   * `holders`: members known to hold the state's weights and momentum (the
+   * survivors of a halt, with the checksum they reported); they are not sent
+   * them again.
+   */
+  static async form(
+    members: Member[], state: TrainState, setup: GroupSetup, holders: { members: Set<Member>; checksum: string } | null = null,
+  ): Promise<Group> {
     const { cfg, allreduce, log, feed } = setup;
     const worldSize = members.length;
     // A fresh tag per group: frames of a group that was halted cannot enter this one.
@@ -76,12 +83,15 @@ export class Group {
     // the recovery that follows halts them all, and a halt only makes sense
     // to a worker that has been given a group.
     let unreachable: MemberFailure | null = null;
+    const none = new Float32Array(0);
     members.forEach((m, rank) => {
       m.conn.peer = `rank ${rank} (worker ${m.address})`;
+      const holds = holders?.members.has(m) ?? false;
       try {
         send(m, {
           type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: setup.datasetHash, datasetBytes: setup.datasetBytes,
-          weights: state.weights, momentum: state.momentum, runningStats: state.runningStats, step: state.step,
+          weights: holds ? none : state.weights, momentum: holds ? none : state.momentum, runningStats: state.runningStats,
+          stateIncluded: !holds, stateChecksum: holds ? holders!.checksum : '', step: state.step,
           allreduce, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
         });
       } catch (err) {
@@ -89,6 +99,10 @@ export class Group {
       }
     });
     if (unreachable) throw unreachable;
+    if (holders) {
+      const kept = members.filter((m) => holders.members.has(m)).length;
+      log(`group of ${worldSize} from step ${state.step}: ${kept} kept their weights and momentum, ${worldSize - kept} were sent them`);
+    }
     const statuses = await gather(members, 'data-status');
     const needing = members.filter((_, rank) => !statuses[rank].cached);
     if (needing.length > 0) {

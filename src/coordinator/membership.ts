@@ -124,7 +124,8 @@ export class Membership {
       }
       this.group = Group.unformed(next);
       try {
-        this.group = await Group.form(next, this.state, setup);
+        // Survivors hold the committed weights and momentum already: only newcomers are sent them.
+        this.group = await Group.form(next, this.state, setup, { members: new Set(survivors), checksum: halted[0].checksum });
       } catch (err) {
         if (!(err instanceof MemberFailure)) throw err;
         log(`${err.member.conn.peer} failed while the group formed: ${withoutPeer(err.member, err.message)}`);

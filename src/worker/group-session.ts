@@ -77,8 +77,9 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
   const spec = buildModelSpec({
     name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
   });
-  if (spec.paramCount !== init.weights.length || spec.paramCount !== init.momentum.length || spec.runningStatsSize !== init.runningStats.length) {
-    throw new Error(`the coordinator sent ${init.weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
+  const { weights, momentum, runningStats } = ctx.state;
+  if (spec.paramCount !== weights.length || spec.paramCount !== momentum.length || spec.runningStatsSize !== runningStats.length) {
+    throw new Error(`the coordinator sent ${weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
   }
 
   const endpoint = init.allreduce === 'ring' && worldSize > 1

@@ -154,11 +154,12 @@ async function serveGroups(conn: ControlConnection, first: InitMessage, options:
     }
   }, first.heartbeatMs);
   let held: { hash: string; data: Dataset } | null = null;
+  let state: TrainingState | null = null;
   try {
     for (let init: InitMessage | null = first; init !== null;) {
       if (configHash(init.config) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
       const inbox = new SessionInbox(conn, init.step);
-      const state = new TrainingState(init);
+      state = stateForGroup(init, state);
       let end: SessionEnd;
       try {
         held = await obtainDataset(conn, inbox, init, held, options);
@@ -181,6 +182,19 @@ async function serveGroups(conn: ControlConnection, first: InitMessage, options:
   } finally {
     clearInterval(heartbeat);
   }
+}
+
+/** A new group's state: the one sent, or this worker's own (a survivor's), checked against the coordinator's checksum. */
+function stateForGroup(init: InitMessage, own: TrainingState | null): TrainingState {
+  if (init.stateIncluded) return new TrainingState(init);
+  const mine = own ? `step ${own.step}, checksum ${own.optimizerChecksum()}` : 'no state';
+  if (!own || own.step !== init.step || own.optimizerChecksum() !== init.stateChecksum) {
+    throw new Error(`the coordinator counts on this worker holding step ${init.step} (checksum ${init.stateChecksum}); it holds ${mine}`);
+  }
+  if (own.runningStats.length !== init.runningStats.length) throw new Error('the coordinator sent running statistics of the wrong size');
+  // Averaged over the survivors by the coordinator.
+  own.runningStats.set(init.runningStats);
+  return own;
 }
 
 /**

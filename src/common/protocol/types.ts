@@ -145,10 +145,20 @@ export interface InitMessage {
   /** sha256 of the dataset blob (src/common/data/dataset-cache.ts) and its size in bytes. */
   datasetHash: string;
   datasetBytes: number;
-  /** The state to start from: fresh initial weights, or a checkpoint's when resuming. */
+  /**
+   * The state to start from: fresh initial weights, a checkpoint's when
+   * resuming, or the last committed step's in a re-formed group. A survivor
+   * of the previous group already holds the weights and momentum: it gets
+   * empty ones (`stateIncluded: false`) and checks its own against
+   * `stateChecksum`. The running statistics (averaged over the survivors)
+   * are always sent.
+   */
   weights: Float32Array;
   momentum: Float32Array;
   runningStats: Float32Array;
+  stateIncluded: boolean;
+  /** Without the state: the checksum of weights and momentum (see `halted`) this worker must hold; else empty. */
+  stateChecksum: string;
   /** Optimizer steps already taken (0 for a fresh run: the first step initialises the momentum). */
   step: number;
   allreduce: AllReduceKind;
