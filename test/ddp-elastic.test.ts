@@ -13,7 +13,7 @@ import { runCoordinator, type CoordinatorResult } from '../src/coordinator/coord
 import type { WorkerLossPolicy } from '../src/coordinator/membership.js';
 import type { AllReduceKind, HostPort } from '../src/common/protocol/index.js';
 import { startCli, type NodeProcess } from './helpers/node-process.js';
-import { EXIT_FAULT_ENV } from '../src/worker/group-session.js';
+import { CUT_LINKS_FAULT_ENV, EXIT_FAULT_ENV } from '../src/worker/group-session.js';
 
 const TOKEN = 'elastic-secret-51d0';
 const TRAIN = 288;
@@ -196,5 +196,22 @@ describe('--on-worker-loss', () => {
     const survivors = procs.slice(1);
     expect(await Promise.all(survivors.map((p) => p.exited))).toEqual([0, 0]);
     expect(finalChecksum(survivors[0])).toBe(finalChecksum(survivors[1]));
+  }, 180_000);
+
+  test('the run ends with a clear message when every worker is lost', async () => {
+    const { address, run, progress } = startRun('shrink', 1, 20);
+    const only = startWorker(await address);
+    await progress.reached(1, TRAIN / 3);
+    only.child.kill('SIGKILL');
+    await expect(run).rejects.toThrow(/run aborted: every worker was lost by step \d+: continue with coordinator --resume .* \(newest checkpoint\)/);
+  }, 180_000);
+
+  test('a link that keeps breaking between live workers ends the run after three tries, pointing at the network', async () => {
+    const { address, run, log } = startRun('shrink', 2, 2);
+    const procs = [startWorker(await address, { [CUT_LINKS_FAULT_ENV]: '3' }), startWorker(await address)];
+    await expect(run).rejects.toThrow(/run aborted: the all-reduce failed 4 times in a row with every worker alive .*: check the network between the workers/);
+    // Every try re-formed the same two workers from the last committed step.
+    expect(log.filter((l) => /^group re-formed at step 2: 2 worker\(s\)$/.test(l))).toHaveLength(3);
+    expect(await Promise.all(procs.map((p) => p.exited))).toEqual([1, 1]);
   }, 180_000);
 });

@@ -38,6 +38,13 @@ export const FAULT_ENV = 'TFJS_DDP_INJECT_NAN';
 export const EXIT_FAULT_ENV = 'TFJS_DDP_EXIT_AT';
 let snapshotsTaken = 0;
 
+/**
+ * And "S": this worker closes its all-reduce links just before the
+ * all-reduce of (1-based) step S, every time it gets there: a network cut
+ * between live workers, as a drill for the re-forming limit.
+ */
+export const CUT_LINKS_FAULT_ENV = 'TFJS_DDP_CUT_LINKS_AT';
+
 function dieIfInjected(point: string): void {
   if (process.env[EXIT_FAULT_ENV] === point) process.kill(process.pid, 'SIGKILL');
 }
@@ -215,6 +222,7 @@ class GroupTrainer {
       const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
       if (this.faults.has(`${init.rank}:${state.step + 1}`)) this.grad[0] = Number.NaN;
       const localNonFinite = !allFinite(this.grad);
+      if (process.env[CUT_LINKS_FAULT_ENV] === String(state.step + 1)) await this.reducer?.close();
       const reduceStart = performance.now();
       const gradMs = reduceStart - stepStart;
       await this.allReduce(this.grad);
