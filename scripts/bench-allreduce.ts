@@ -144,7 +144,8 @@ async function runWorker(reducer: AllReducer, rank: number, worldSize: number, s
   const stride = Math.max(1, Math.floor(size / 4096));
   for (let i = 0; i < size; i += stride) if (buf[i] !== expectedSum(i, worldSize)) wrong++;
   if (size > 0 && buf[size - 1] !== expectedSum(size - 1, worldSize)) wrong++;
-  toParent({ type: 'result', checksum: checksum(buf), wrong });
+  // maxRSS is in KiB: the peak of this rank's whole process, buffers and sockets included.
+  toParent({ type: 'result', checksum: checksum(buf), wrong, peakRssMb: process.resourceUsage().maxRSS / 1024 });
   // Leave only when told, so the star hub is closed first and does not see a lost worker.
   await fromParent('exit');
   await reducer.close();
@@ -234,6 +235,8 @@ interface Row extends Stats {
   algbwGBs: number;
   busbwGBs: number;
   busbwVsTcp: number;
+  /** Peak resident memory of the largest rank process (no tensors here: the all-reduce works on plain Float32Arrays). */
+  peakRssMb: number;
   timesMs: number[];
 }
 
@@ -253,7 +256,7 @@ async function measureAllReduce(
   iters: number,
   warmup: number,
   chunk: number,
-): Promise<number[]> {
+): Promise<{ times: number[]; peakRssMb: number }> {
   const common = ['--world', String(workers), '--size', String(size), '--chunk', String(chunk)];
   const children = Array.from(
     { length: workers },
@@ -281,7 +284,7 @@ async function measureAllReduce(
     if (i >= warmup) times.push(Math.max(...done.map((d) => d.ms)));
   }
   for (const c of children) c.send({ type: 'finish' });
-  const results = await Promise.all(children.map((c) => c.next<{ type: string; checksum: string; wrong: number }>('result')));
+  const results = await Promise.all(children.map((c) => c.next<{ type: string; checksum: string; wrong: number; peakRssMb: number }>('result')));
   await hub?.close();
   await serving;
   for (const c of children) c.send({ type: 'exit' });
@@ -290,7 +293,7 @@ async function measureAllReduce(
   const sums = new Set(results.map((r) => r.checksum));
   if (wrong > 0) throw new Error(`${algo} N=${workers} P=${size}: ${wrong} sampled elements have the wrong sum`);
   if (sums.size !== 1) throw new Error(`${algo} N=${workers} P=${size}: ranks ended with different bits (${[...sums]})`);
-  return times;
+  return { times, peakRssMb: Math.max(...results.map((r) => r.peakRssMb)) };
 }
 
 function parseList(s: string, what: string): number[] {
@@ -352,7 +355,7 @@ async function main(): Promise<void> {
     console.log(`raw TCP loopback, ${(bytes / 1e6).toFixed(1)} MB one way: ${tcpStats.medianMs.toFixed(1)} ms median = ${tcp[size].GBs.toFixed(2)} GB/s`);
     for (const workers of workerCounts) {
       for (const algo of algos as ('ring' | 'star')[]) {
-        const times = await measureAllReduce(algo, workers, size, iters, warmup, chunk);
+        const { times, peakRssMb } = await measureAllReduce(algo, workers, size, iters, warmup, chunk);
         const s = stats(times);
         const algbw = bytes / s.medianMs / 1e6;
         const busbw = (algbw * 2 * (workers - 1)) / workers;
@@ -365,23 +368,26 @@ async function main(): Promise<void> {
           algbwGBs: algbw,
           busbwGBs: busbw,
           busbwVsTcp: busbw / tcp[size].GBs,
+          peakRssMb,
           timesMs: times,
         });
         console.log(
           `${algo.padEnd(4)} N=${workers} ${(bytes / 1e6).toFixed(1).padStart(6)} MB: ` +
             `median ${s.medianMs.toFixed(1).padStart(7)} ms, mean ${s.meanMs.toFixed(1)} ± ${s.stdMs.toFixed(1)} ms, ` +
-            `algbw ${algbw.toFixed(2)} GB/s, busbw ${busbw.toFixed(2)} GB/s (${((100 * busbw) / tcp[size].GBs).toFixed(0)}% of raw TCP)`,
+            `algbw ${algbw.toFixed(2)} GB/s, busbw ${busbw.toFixed(2)} GB/s (${((100 * busbw) / tcp[size].GBs).toFixed(0)}% of raw TCP), ` +
+            `peak RSS ${peakRssMb.toFixed(0)} MB per rank`,
         );
       }
     }
   }
 
-  console.log('\n| algo | N | MB | median ms | mean ± std ms | algbw GB/s | busbw GB/s | busbw / raw TCP |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('\n| algo | N | MB | median ms | mean ± std ms | algbw GB/s | busbw GB/s | busbw / raw TCP | peak RSS MB (largest rank) |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
       `| ${r.algo} | ${r.workers} | ${(r.bytes / 1e6).toFixed(1)} | ${r.medianMs.toFixed(1)} | ` +
-        `${r.meanMs.toFixed(1)} ± ${r.stdMs.toFixed(1)} | ${r.algbwGBs.toFixed(2)} | ${r.busbwGBs.toFixed(2)} | ${(100 * r.busbwVsTcp).toFixed(0)}% |`,
+        `${r.meanMs.toFixed(1)} ± ${r.stdMs.toFixed(1)} | ${r.algbwGBs.toFixed(2)} | ${r.busbwGBs.toFixed(2)} | ${(100 * r.busbwVsTcp).toFixed(0)}% | ` +
+        `${r.peakRssMb.toFixed(0)} |`,
     );
   }
   const report = {

@@ -29,6 +29,7 @@ import { Rng } from '../src/common/rng.js';
 import { DEFAULTS } from '../src/common/config.js';
 import { runCoordinator, type StepBreakdown } from '../src/coordinator/coordinator.js';
 import type { BackendName } from '../src/common/types.js';
+import { measurePeakRss } from './peak-rss.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,7 +50,11 @@ const widths = values.widths!.split(',').map(Number);
 const steps = Number(values.steps);
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-interface ReplicaRow { backend: string; width: number; msPerStep: number; imagesPerS: number; gradMs: number; optimMs: number }
+interface ReplicaRow {
+  backend: string; width: number; msPerStep: number; imagesPerS: number; gradMs: number; optimMs: number;
+  /** Peak RSS of the configuration's own process; live tensors and their MB after the last step. */
+  peakRssMb: number; tensors: number; tensorMb: number;
+}
 
 /** Part 1 in this process: one replica, synthetic batch, `timed` steps after one warm-up step. */
 async function timeReplica(backend: BackendName, width: number, timed: number): Promise<ReplicaRow> {
@@ -81,9 +86,14 @@ async function timeReplica(backend: BackendName, width: number, timed: number): 
       optimMs += t2 - t1;
     }
   }
+  const { numTensors, numBytes } = tf.memory();
   replica.dispose();
   const msPerStep = (gradMs + optimMs) / timed;
-  return { backend: describeBackend(), width, msPerStep, imagesPerS: (batchSize * 1000) / msPerStep, gradMs: gradMs / timed, optimMs: optimMs / timed };
+  return {
+    backend: describeBackend(), width, msPerStep, imagesPerS: (batchSize * 1000) / msPerStep, gradMs: gradMs / timed, optimMs: optimMs / timed,
+    // Each configuration runs in a process of its own, so the process's peak is the configuration's (maxRSS is in KiB).
+    peakRssMb: process.resourceUsage().maxRSS / 1024, tensors: numTensors, tensorMb: numBytes / 2 ** 20,
+  };
 }
 
 if (values['replica-only']) {
@@ -115,34 +125,43 @@ for (const width of widths) {
 // cpu only at the smallest width: a width-64 step takes tens of minutes there.
 replicaRows.push(childReplica('cpu', Math.min(...widths), Number(values['cpu-steps'])));
 console.log('1. one replica, in one process');
-console.log('backend                      width   ms/step    img/s  fwd+bwd ms  sgd+upload ms');
+console.log('backend                      width   ms/step    img/s  fwd+bwd ms  sgd+upload ms  peak RSS MB  tensors  tensor MB');
 for (const r of replicaRows) {
   console.log(`${r.backend.padEnd(28)} ${String(r.width).padStart(5)} ${r.msPerStep.toFixed(1).padStart(9)} ${r.imagesPerS.toFixed(1).padStart(8)} ` +
-    `${r.gradMs.toFixed(1).padStart(11)} ${r.optimMs.toFixed(1).padStart(14)}`);
+    `${r.gradMs.toFixed(1).padStart(11)} ${r.optimMs.toFixed(1).padStart(14)} ${r.peakRssMb.toFixed(0).padStart(12)} ${String(r.tensors).padStart(8)} ` +
+    `${r.tensorMb.toFixed(1).padStart(10)}`);
 }
 
 // Part 2.
-interface RunRow { width: number; workers: number; imagesPerS: number; breakdown: StepBreakdown; dataWaitShare: number }
+interface RunRow {
+  width: number; workers: number; imagesPerS: number; breakdown: StepBreakdown; dataWaitShare: number;
+  /** Peak RSS of this process (coordinator and worker threads) during the run; the most tensors and tensor MB one worker held. */
+  peakRssMb: number; tensors: number; tensorMb: number;
+}
 const runRows: RunRow[] = [];
 for (const width of widths) {
   for (const workers of values.workers!.split(',').map(Number)) {
     const timedSteps = width >= 64 ? Math.max(2, Math.ceil(steps / 2)) : steps;
-    const result = await runCoordinator({
+    const { result, peakRssMb } = await measurePeakRss(() => runCoordinator({
       ...DEFAULTS, model: 'resnet18', width, dataset: 'synthetic', backend: 'wasm', batchSize,
       trainLimit: 4096, testLimit: 10, epochs: 1, maxSteps: timedSteps + 1, plots: false,
       out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-bench-')),
-    }, { workers, port: 0, perWorkerBatch: true, dashboard: false });
+    }, { workers, port: 0, perWorkerBatch: true, dashboard: false }));
     const b = result.breakdown;
     const stepMs = b.dataMs + b.gradMs + b.reduceMs + b.optimMs;
-    runRows.push({ width, workers, imagesPerS: (1000 * batchSize * workers) / stepMs, breakdown: b, dataWaitShare: result.dataWaitShare });
+    runRows.push({
+      width, workers, imagesPerS: (1000 * batchSize * workers) / stepMs, breakdown: b, dataWaitShare: result.dataWaitShare,
+      peakRssMb, tensors: result.peakTensors, tensorMb: result.peakTensorBytes / 2 ** 20,
+    });
   }
 }
 console.log('\n2. training runs through the coordinator (wasm, per-worker batch 32, synthetic data)');
-console.log('width  workers    img/s  data wait ms  fwd+bwd ms  all-reduce ms  optimizer ms  data wait %');
+console.log('width  workers    img/s  data wait ms  fwd+bwd ms  all-reduce ms  optimizer ms  data wait %  peak RSS MB  tensors/worker  tensor MB/worker');
 for (const r of runRows) {
   const b = r.breakdown;
   console.log(`${String(r.width).padStart(5)} ${String(r.workers).padStart(8)} ${r.imagesPerS.toFixed(1).padStart(8)} ${b.dataMs.toFixed(1).padStart(13)} ` +
-    `${b.gradMs.toFixed(1).padStart(11)} ${b.reduceMs.toFixed(1).padStart(14)} ${b.optimMs.toFixed(1).padStart(13)} ${(100 * r.dataWaitShare).toFixed(1).padStart(12)}`);
+    `${b.gradMs.toFixed(1).padStart(11)} ${b.reduceMs.toFixed(1).padStart(14)} ${b.optimMs.toFixed(1).padStart(13)} ${(100 * r.dataWaitShare).toFixed(1).padStart(12)} ` +
+    `${r.peakRssMb.toFixed(0).padStart(12)} ${String(r.tensors).padStart(15)} ${r.tensorMb.toFixed(1).padStart(17)}`);
 }
 
 // Part 3.

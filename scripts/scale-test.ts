@@ -27,6 +27,7 @@ import { writeLinePlotPng, type PlotSeries } from '../src/common/plot.js';
 import type { EpochMetrics } from '../src/common/metrics.js';
 import type { BackendChoice, DatasetName } from '../src/common/types.js';
 import type { ModelName } from '../src/common/model/spec.js';
+import { measurePeakRss } from './peak-rss.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,6 +73,9 @@ interface Row {
   speedup: number;
   efficiency: number;
   allReduceShare: number;
+  /** Peak RSS of this process (coordinator and worker threads) over the seeds; the most tensor MB one worker held. */
+  peakRssMb: number;
+  tensorMb: number;
   /** Per seed. */
   histories: EpochMetrics[][];
 }
@@ -84,7 +88,7 @@ const rows: Row[] = [];
 for (const workers of worldSizes) {
   const row: Row = {
     workers, globalBatch: 0, finalTestAcc: [], bestTestAcc: [], maxGapPoints: 0, wallSeconds: 0, imagesPerS: 0, speedup: 0, efficiency: 0,
-    allReduceShare: 0, histories: [],
+    allReduceShare: 0, peakRssMb: 0, tensorMb: 0, histories: [],
   };
   let trainSeconds = 0;
   let images = 0;
@@ -93,9 +97,11 @@ for (const workers of worldSizes) {
     const out = path.join(values.out!, seedCount > 1 ? `n${workers}-seed${seed}` : `n${workers}`);
     console.log(`--- ${workers} worker(s)${seedCount > 1 ? `, seed ${seed}` : ''} ---`);
     const started = Date.now();
-    const result = await runCoordinator({ ...base, seed, out }, {
+    const { result, peakRssMb } = await measurePeakRss(() => runCoordinator({ ...base, seed, out }, {
       workers, port: 0, perWorkerBatch: values['per-worker-batch'], dashboard: false, log: (line) => console.log(`  ${line}`),
-    });
+    }));
+    row.peakRssMb = Math.max(row.peakRssMb, peakRssMb);
+    row.tensorMb = Math.max(row.tensorMb, result.peakTensorBytes / 2 ** 20);
     row.wallSeconds += (Date.now() - started) / 1000;
     trainSeconds += result.history.reduce((t, m) => t + m.seconds, 0);
     images += result.history.reduce((n, m) => n + m.images_per_s * m.seconds, 0);
@@ -117,14 +123,15 @@ for (const r of rows) {
 }
 
 const header = `| workers | global batch | final test acc${seedCount > 1 ? ` (mean ± std, ${seedCount} seeds)` : ''} | best test acc | ` +
-  `final gap vs N=${rows[0].workers} (points) | max gap vs N=${rows[0].workers} (points) | wall s | img/s | speedup | efficiency | all-reduce share |`;
+  `final gap vs N=${rows[0].workers} (points) | max gap vs N=${rows[0].workers} (points) | wall s | img/s | speedup | efficiency | all-reduce share | ` +
+  'peak RSS MB | tensor MB/worker |';
 const table = [
   header,
-  '|---|---|---|---|---|---|---|---|---|---|---|',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.workers} | ${r.globalBatch} | ${pct(r.finalTestAcc)} | ${pct(r.bestTestAcc)} | ` +
     `${(100 * (mean(r.finalTestAcc) - mean(rows[0].finalTestAcc))).toFixed(2)} | ` +
     `${r.maxGapPoints.toFixed(2)} | ${r.wallSeconds.toFixed(1)} | ${r.imagesPerS.toFixed(1)} | ${r.speedup.toFixed(2)}x | ` +
-    `${(100 * r.efficiency).toFixed(0)}% | ${(100 * r.allReduceShare).toFixed(1)}% |`),
+    `${(100 * r.efficiency).toFixed(0)}% | ${(100 * r.allReduceShare).toFixed(1)}% | ${r.peakRssMb.toFixed(0)} | ${r.tensorMb.toFixed(1)} |`),
 ].join('\n');
 const title = `${base.model} width ${base.width} on ${base.dataset} (${base.trainLimit} train / ${base.testLimit} test), ` +
   `${base.epochs} epochs, ${values['per-worker-batch'] ? `per-worker batch ${base.batchSize}` : `global batch ${base.batchSize}`}, ${base.backend}` +

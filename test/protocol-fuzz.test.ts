@@ -27,7 +27,7 @@ const templates = [
   encodeMessage({ type: 'hello', protocol: PROTOCOL_VERSION, token: 'attacker', backend: null }),
   encodeMessage({ type: 'data-status', cached: false }),
   encodeMessage({ type: 'ready', ringAddress: { host: '127.0.0.1', port: 9 }, backend: 'cpu' }),
-  encodeMessage({ type: 'step', step: 1, lossSum: 1, correct: 0, count: 6, localNonFinite: false, skipped: false, checksum: null, dataMs: 0, gradMs: 1, reduceMs: 1, stepMs: 2 }),
+  encodeMessage({ type: 'step', step: 1, lossSum: 1, correct: 0, count: 6, localNonFinite: false, skipped: false, checksum: null, dataMs: 0, gradMs: 1, reduceMs: 1, stepMs: 2, tensors: 10, tensorBytes: 4096 }),
   encodeMessage({ type: 'state', step: 1, checksum: 'x', weights: new Float32Array(8), momentum: null, runningStats: null }),
 ];
 

@@ -40,6 +40,9 @@ export interface LoopResult {
   dataWaitShare: number;
   /** Mean milliseconds per step and rank: data wait, forward+backward, all-reduce, optimizer + weight upload. */
   breakdown: StepBreakdown;
+  /** The most live tensors, and tensor bytes, any rank reported after a step (tf.memory()). */
+  peakTensors: number;
+  peakTensorBytes: number;
 }
 
 export interface LoopOptions {
@@ -81,6 +84,7 @@ export async function trainingLoop(
   const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
   const trainStart = Date.now();
   const timing = { reduceMs: 0, stepMs: 0, dataMs: 0, gradMs: 0, rankSteps: 0 };
+  const memory = { peakTensors: 0, peakTensorBytes: 0 };
   let badSteps = 0;
   let counted = membership.group;
   // The run's first step sets up kernels and buffers: it is kept out of the timing breakdown.
@@ -117,6 +121,10 @@ export async function trainingLoop(
           // This is the commit point: every rank has done the step, so none can lose it.
           group.broadcast({ type: 'commit', step: state.step });
           membership.progressed();
+          for (const r of reports) {
+            memory.peakTensors = Math.max(memory.peakTensors, r.tensors);
+            memory.peakTensorBytes = Math.max(memory.peakTensorBytes, r.tensorBytes);
+          }
           reports.forEach((r, rank) => {
             if (r.step !== state.step) throw new Error(`rank ${rank} reported step ${r.step} where the run is at step ${state.step}`);
           });
@@ -194,7 +202,7 @@ export async function trainingLoop(
   o.log(`step time (mean over ranks, first step excluded): forward+backward ${breakdown.gradMs.toFixed(1)} ms, ` +
     `all-reduce ${breakdown.reduceMs.toFixed(1)} ms (${(100 * allReduceShare).toFixed(1)}%), optimizer ${breakdown.optimMs.toFixed(1)} ms, ` +
     `data wait ${breakdown.dataMs.toFixed(1)} ms (${(100 * dataWaitShare).toFixed(1)}%)`);
-  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare, breakdown };
+  return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare, breakdown, ...memory };
 }
 
 /** Adds a committed step's sums to the epoch's totals, and its times (unless a warm-up step) to the breakdown. */

@@ -7,6 +7,7 @@
 // weights. A halt ends the session wherever it is; the caller then rolls the
 // state back to the committed step.
 
+import * as tf from '@tensorflow/tfjs-core';
 import { describeBackend, initBackend } from '../common/backend.js';
 import { buildModelSpec } from '../common/model/spec.js';
 import { Replica } from '../common/replica.js';
@@ -142,6 +143,11 @@ function describeWorkerBackend(): string {
   return gpus === undefined ? describeBackend() : `${describeBackend()}, CUDA_VISIBLE_DEVICES=${gpus}`;
 }
 
+function tensorMemory(): { tensors: number; tensorBytes: number } {
+  const { numTensors, numBytes } = tf.memory();
+  return { tensors: numTensors, tensorBytes: numBytes };
+}
+
 function allFinite(values: Float32Array): boolean {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
   return true;
@@ -251,7 +257,7 @@ class GroupTrainer {
       const checksum = state.step % init.checksumEvery === 0 ? state.optimizerChecksum() : null;
       conn.send({
         type: 'step', step: state.step, lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped, checksum,
-        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart,
+        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart, ...tensorMemory(),
       });
       stepInEpoch++;
       waitStart = performance.now();

@@ -21,7 +21,7 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   // lossSum may be NaN or Inf on a bad step, which the coordinator reports and skips.
   step: {
     step: 'number', lossSum: 'float', correct: 'number', count: 'number', localNonFinite: 'boolean', skipped: 'boolean',
-    checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number',
+    checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number', tensors: 'number', tensorBytes: 'number',
   },
   eval: { epoch: 'number', lossSum: 'number', correct: 'number', count: 'number' },
   'data-status': { cached: 'boolean' },

@@ -63,6 +63,9 @@ export interface StepMessage {
   gradMs: number;
   reduceMs: number;
   stepMs: number;
+  /** tf.memory() of this worker after the step: live tensors and their bytes (a leak shows as growth). */
+  tensors: number;
+  tensorBytes: number;
 }
 
 /** End-of-epoch evaluation of this rank's shard of the test set. */
