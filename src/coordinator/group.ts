@@ -1,8 +1,9 @@
 // A group: the workers that train together, in rank order, wired into one
 // all-reduce. The coordinator forms the first group when --workers have
-// joined, and a new one whenever membership changes (recovery.ts). Forming
-// sends every member the state to start from, so a survivor and a newcomer
-// start the group identical.
+// joined, and a new one whenever membership changes (membership.ts). Forming
+// gives every member the state to start from: newcomers are sent the weights
+// and momentum, survivors check theirs against the survivors' checksum, so
+// every member starts the group identical.
 
 import { randomInt } from 'node:crypto';
 import type { TrainConfig } from '../common/config.js';
@@ -65,8 +66,6 @@ export class Group {
   /**
    * Sends every member its rank and `state`, the dataset to those that lack
    * it, and wires the all-reduce. Rejects with MemberFailure if a member fails.
-   */
-  /**
    * `holders`: members known to hold the state's weights and momentum (the
    * survivors of a halt, with the checksum they reported); they are not sent
    * them again.
