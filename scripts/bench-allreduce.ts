@@ -3,7 +3,12 @@
 //
 //   npx tsc -p . && node dist/scripts/bench-allreduce.js \
 //     [--sizes 11173962,23520842] [--workers 2,4] [--iters 5] [--warmup 2] \
-//     [--algos ring,star] [--chunk 262144] [--out runs/bench-allreduce.json]
+//     [--algos ring,star,gloo] [--chunk 262144] [--python /usr/bin/python3] \
+//     [--out runs/bench-allreduce.json]
+//
+// `gloo` is PyTorch's CPU all-reduce, the obvious alternative, measured in the
+// same run by scripts/torch_gloo_allreduce.py where python3-torch is installed
+// (Debian); without it the script says so and measures the rest.
 //
 // The same file is the child program: `--role ring-worker|star-worker|tcp-sink|tcp-source`.
 // Reported per all-reduce: time (slowest rank, after an IPC barrier), algbw =
@@ -11,11 +16,12 @@
 // which is the per-link traffic of an optimal all-reduce; applied to the star too
 // so both are on one scale).
 
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { availableParallelism, cpus } from 'node:os';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -32,6 +38,7 @@ import {
 } from '../src/common/allreduce/index.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
+const ALGOS = ['ring', 'star', 'gloo'];
 
 // ---------------------------------------------------------------------------
 // IPC plumbing
@@ -296,6 +303,17 @@ async function measureAllReduce(
   return { times, peakRssMb: Math.max(...results.map((r) => r.peakRssMb)) };
 }
 
+/** PyTorch's gloo all-reduce of the same buffer, in N Python processes; throws if PyTorch is not there. */
+async function measureGloo(
+  python: string, workers: number, size: number, iters: number, warmup: number,
+): Promise<{ times: number[]; peakRssMb: number }> {
+  const script = resolve(dirname(SCRIPT), '../../scripts/torch_gloo_allreduce.py');
+  const args = [script, '--world', String(workers), '--size', String(size), '--iters', String(iters), '--warmup', String(warmup)];
+  const { stdout } = await promisify(execFile)(python, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { times_ms: number[]; peak_rss_mb: number };
+  return { times: r.times_ms, peakRssMb: r.peak_rss_mb };
+}
+
 function parseList(s: string, what: string): number[] {
   const values = s.split(',').map((x) => Number(x.trim()));
   if (values.some((v) => !Number.isInteger(v) || v < 1)) throw new Error(`--${what} must be a comma-separated list of positive integers, got "${s}"`);
@@ -310,7 +328,8 @@ async function main(): Promise<void> {
       workers: { type: 'string', default: '2,4' },
       iters: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '2' },
-      algos: { type: 'string', default: 'ring,star' },
+      algos: { type: 'string', default: 'ring,star,gloo' },
+      python: { type: 'string', default: '/usr/bin/python3' },
       chunk: { type: 'string', default: String(DEFAULT_CHUNK_ELEMENTS) },
       out: { type: 'string', default: 'runs/bench-allreduce.json' },
       // child-only
@@ -342,11 +361,12 @@ async function main(): Promise<void> {
   const iters = parseList(values.iters!, 'iters')[0];
   const warmup = Number(values.warmup);
   const algos = values.algos!.split(',').map((a) => a.trim());
-  for (const a of algos) if (a !== 'ring' && a !== 'star') throw new Error(`--algos accepts ring and star, got "${a}"`);
+  for (const a of algos) if (!ALGOS.includes(a)) throw new Error(`--algos accepts ${ALGOS.join(', ')}, got "${a}"`);
 
   console.log(`all-reduce benchmark: ${cpus().length} CPUs (${availableParallelism()} usable), node ${process.version}, chunk ${chunk} floats, ${iters} iterations after ${warmup} warm-up`);
   const tcp: Record<number, Stats & { GBs: number; timesMs: number[] }> = {};
   const rows: Row[] = [];
+  let glooMissing = false;
   for (const size of sizes) {
     const bytes = size * 4;
     const tcpTimes = await measureTcp(bytes, warmup + iters);
@@ -354,8 +374,22 @@ async function main(): Promise<void> {
     tcp[size] = { ...tcpStats, GBs: bytes / tcpStats.medianMs / 1e6, timesMs: tcpTimes.slice(warmup) };
     console.log(`raw TCP loopback, ${(bytes / 1e6).toFixed(1)} MB one way: ${tcpStats.medianMs.toFixed(1)} ms median = ${tcp[size].GBs.toFixed(2)} GB/s`);
     for (const workers of workerCounts) {
-      for (const algo of algos as ('ring' | 'star')[]) {
-        const { times, peakRssMb } = await measureAllReduce(algo, workers, size, iters, warmup, chunk);
+      for (const algo of algos) {
+        if (algo === 'gloo' && glooMissing) continue;
+        let measured: { times: number[]; peakRssMb: number };
+        if (algo === 'gloo') {
+          try {
+            measured = await measureGloo(values.python!, workers, size, iters, warmup);
+          } catch (err) {
+            const why = (err as { stderr?: string }).stderr?.trim().split('\n').at(-1) ?? (err as Error).message;
+            console.log(`gloo: not measured (${why}); install python3-torch (Debian) to compare`);
+            glooMissing = true;
+            continue;
+          }
+        } else {
+          measured = await measureAllReduce(algo as 'ring' | 'star', workers, size, iters, warmup, chunk);
+        }
+        const { times, peakRssMb } = measured;
         const s = stats(times);
         const algbw = bytes / s.medianMs / 1e6;
         const busbw = (algbw * 2 * (workers - 1)) / workers;
