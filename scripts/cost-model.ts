@@ -37,11 +37,21 @@ const { values } = parseArgs({
 interface AllReduceRow { algo: string; workers: number; bytes: number; medianMs: number; busbwGBs: number }
 interface AllReduceReport { rawTcp: { bytes: number; GBs: number }[]; results: AllReduceRow[] }
 
+/** A measurement file, or an error that says which script writes it (exit 1 with that line, no stack trace). */
+function readMeasurement(file: string, writtenBy: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    console.error(`cost-model: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): run ${writtenBy} first, or pass its output's path`);
+    process.exit(1);
+  }
+}
+
 const ringSeconds = (n: number, bytes: number, linkBps: number, hostBps: number, alpha: number): number =>
   n <= 1 ? 0 : 2 * (n - 1) * alpha + ((2 * (n - 1)) / n) * bytes * (1 / linkBps + 1 / hostBps);
 
 // 1. Host rate from the loopback benchmark (largest buffer, ring, every N measured).
-const report = JSON.parse(fs.readFileSync(values.allreduce!, 'utf8')) as AllReduceReport;
+const report = JSON.parse(readMeasurement(values.allreduce!, 'node dist/scripts/bench-allreduce.js (--allreduce)')) as AllReduceReport;
 const rings = report.results.filter((r) => r.algo === 'ring');
 if (rings.length === 0) throw new Error(`${values.allreduce} has no ring results: run node dist/scripts/bench-allreduce.js first`);
 const hostRates = rings.map((r) => {
@@ -61,7 +71,7 @@ const parseRate = (rate: string): number => {
 };
 const netnsRows: NetnsRow[] = values.netns
   ? values.netns.split(',').flatMap((file) => {
-    const [head, ...lines] = fs.readFileSync(file, 'utf8').trim().split('\n');
+    const [head, ...lines] = readMeasurement(file, 'sudo bash scripts/netns-cluster.sh (--netns)').trim().split('\n');
     const cols = head.split('\t');
     return lines.map((line) => {
       const cells = line.split('\t');

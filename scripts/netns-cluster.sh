@@ -91,7 +91,9 @@ echo "netns-cluster: 1 coordinator + 4 worker hosts on 10.77.0.0/24, links $RATE
 
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.tsv"
-printf 'workers\trate\tdelay\timages_per_s\tallreduce_ms\tforward_backward_ms\tallreduce_share\n' > "$SUMMARY"
+printf 'workers\trate\tdelay\timages_per_s\tallreduce_ms\tforward_backward_ms\tallreduce_share\tworker_peak_rss_mb\tworker_tensors\tworker_tensor_mb\n' > "$SUMMARY"
+# GNU time reports each worker process's peak RSS; without it the column says "n/a".
+TIME=$(command -v /usr/bin/time || true)
 for n in ${WORKERS//,/ }; do
   run="$OUT/n$n"
   rm -rf "$run"
@@ -104,7 +106,9 @@ for n in ${WORKERS//,/ }; do
   sleep 2
   pids=()
   for k in $(seq 1 "$n"); do
-    ip netns exec "$PREFIX-w$k" env TFJS_DDP_TOKEN="$TOKEN" "$NODE" "$ROOT/dist/src/worker/cli.js" \
+    rss=()
+    [ -n "$TIME" ] && rss=("$TIME" -f %M -o "$OUT/worker$k-n$n.rss")
+    ip netns exec "$PREFIX-w$k" env TFJS_DDP_TOKEN="$TOKEN" "${rss[@]}" "$NODE" "$ROOT/dist/src/worker/cli.js" \
       --connect 10.77.0.1:29500 --ring-host "10.77.0.$((k + 1))" --ring-port 29501 --no-cache \
       > "$OUT/worker$k-n$n.log" 2>&1 &
     pids+=($!)
@@ -117,8 +121,14 @@ for n in ${WORKERS//,/ }; do
   ar=$(sed -E 's/.*all-reduce ([0-9.]+) ms.*/\1/' <<<"$line")
   share=$(sed -E 's/.*all-reduce [0-9.]+ ms \(([0-9.]+)%\).*/\1/' <<<"$line")
   opt=$(sed -E 's/.*optimizer ([0-9.]+) ms.*/\1/' <<<"$line")
+  # "memory: at most T live tensors (M MB) on any worker after a step"
+  mem=$(grep 'live tensors' "$OUT/coordinator-n$n.log" | tail -1)
+  tensors=$(sed -E 's/.*at most ([0-9]+) live tensors.*/\1/' <<<"$mem")
+  tensor_mb=$(sed -E 's/.*live tensors \(([0-9.]+) MB\).*/\1/' <<<"$mem")
+  peak=n/a
+  [ -n "$TIME" ] && peak=$(cat "$OUT"/worker*-n"$n".rss | awk '{ if ($1 > m) m = $1 } END { printf "%.0f", m / 1024 }')
   ips=$(awk -v b="$BATCH" -v n="$n" -v f="$fb" -v a="$ar" -v o="$opt" 'BEGIN { printf "%.1f", 1000 * b * n / (f + a + o) }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$RATE" "$DELAY" "$ips" "$ar" "$fb" "$share" >> "$SUMMARY"
-  echo "N=$n: $ips img/s, all-reduce $ar ms/step ($share% of the step), forward+backward $fb ms"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$RATE" "$DELAY" "$ips" "$ar" "$fb" "$share" "$peak" "$tensors" "$tensor_mb" >> "$SUMMARY"
+  echo "N=$n: $ips img/s, all-reduce $ar ms/step ($share% of the step), forward+backward $fb ms, worker peak RSS $peak MB, $tensors tensors ($tensor_mb MB)"
 done
 echo "netns-cluster: wrote $SUMMARY"

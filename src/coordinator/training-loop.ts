@@ -202,6 +202,8 @@ export async function trainingLoop(
   o.log(`step time (mean over ranks, first step excluded): forward+backward ${breakdown.gradMs.toFixed(1)} ms, ` +
     `all-reduce ${breakdown.reduceMs.toFixed(1)} ms (${(100 * allReduceShare).toFixed(1)}%), optimizer ${breakdown.optimMs.toFixed(1)} ms, ` +
     `data wait ${breakdown.dataMs.toFixed(1)} ms (${(100 * dataWaitShare).toFixed(1)}%)`);
+  // A count that grows with the run's length is a leak; a flat one is the model's variables.
+  o.log(`memory: at most ${memory.peakTensors} live tensors (${(memory.peakTensorBytes / 2 ** 20).toFixed(1)} MB) on any worker after a step`);
   return { history: state.history, steps: state.step, trainMs: Date.now() - trainStart, allReduceShare, dataWaitShare, breakdown, ...memory };
 }
 
