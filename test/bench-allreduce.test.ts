@@ -1,0 +1,60 @@
+// The all-reduce benchmark as users run it: real rank processes on loopback,
+// its table and JSON, and the gloo comparison (measured where PyTorch is
+// installed, reported as not measured where it is not). Tiny buffers: this
+// checks the benchmark's machinery, never its speed.
+import { execFile, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { root } from './helpers/node-process.js';
+
+const SCRIPT = path.join(root, 'dist/scripts/bench-allreduce.js');
+const ITERS = 2;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-allreduce-'));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+interface Row { algo: string; workers: number; bytes: number; medianMs: number; algbwGBs: number; busbwGBs: number; peakRssMb: number; timesMs: number[] }
+
+async function bench(python: string, out: string): Promise<{ stdout: string; rows: Row[] }> {
+  const args = [SCRIPT, '--sizes', '10000', '--workers', '2,3', '--iters', String(ITERS), '--warmup', '1', '--chunk', '1024',
+    '--algos', 'ring,star,gloo', '--python', python, '--out', out];
+  const { stdout } = await promisify(execFile)(process.execPath, args, { cwd: root, encoding: 'utf8' });
+  return { stdout, rows: (JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Row[] }).results };
+}
+
+function checkRow(r: Row): void {
+  expect(r.timesMs).toHaveLength(ITERS);
+  expect(r.medianMs).toBeGreaterThan(0);
+  expect(r.algbwGBs).toBeCloseTo(r.bytes / r.medianMs / 1e6, 6);
+  expect(r.busbwGBs).toBeCloseTo((r.algbwGBs * 2 * (r.workers - 1)) / r.workers, 6);
+  expect(r.peakRssMb).toBeGreaterThan(10);
+}
+
+describe('scripts/bench-allreduce', () => {
+  it('measures ring and star in separate rank processes, and says when gloo cannot be measured', async () => {
+    const { stdout, rows } = await bench(path.join(dir, 'no-such-python'), path.join(dir, 'no-torch.json'));
+    // The script itself checks every rank's sum and that all ranks end with the same bits.
+    expect(rows.map((r) => `${r.algo}${r.workers}`)).toEqual(['ring2', 'star2', 'ring3', 'star3']);
+    rows.forEach(checkRow);
+    expect(stdout).toMatch(/gloo: not measured \(.*\); install python3-torch/);
+    expect(stdout.match(/not measured/g)).toHaveLength(1);
+    expect(stdout).toMatch(/\| ring \| 3 \| 0\.0 \|/);
+  }, 60_000);
+
+  it('measures gloo in the same run where PyTorch is installed (/usr/bin/python3)', async () => {
+    const python = '/usr/bin/python3';
+    const hasTorch = spawnSync(python, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
+    const { stdout, rows } = await bench(python, path.join(dir, 'default.json'));
+    const gloo = rows.filter((r) => r.algo === 'gloo');
+    if (hasTorch) {
+      expect(gloo.map((r) => r.workers)).toEqual([2, 3]);
+      gloo.forEach(checkRow);
+      expect(stdout).not.toMatch(/not measured/);
+    } else {
+      expect(gloo).toEqual([]);
+      expect(stdout).toMatch(/gloo: not measured/);
+    }
+  }, 120_000);
+});
