@@ -126,7 +126,7 @@ for n in ${WORKERS//,/ }; do
   tensors=$(sed -E 's/.*at most ([0-9]+) live tensors.*/\1/' <<<"$mem")
   tensor_mb=$(sed -E 's/.*live tensors \(([0-9.]+) MB\).*/\1/' <<<"$mem")
   peak=n/a
-  [ -n "$TIME" ] && peak=$(cat "$OUT"/worker*-n"$n".rss | awk '{ if ($1 > m) m = $1 } END { printf "%.0f", m / 1024 }')
+  [ -n "$TIME" ] && peak=$(cat "$OUT"/worker*-n"$n".rss | awk '/^[0-9]+$/ { if ($1 + 0 > m) m = $1 + 0 } END { printf "%.0f", m / 1024 }')
   ips=$(awk -v b="$BATCH" -v n="$n" -v f="$fb" -v a="$ar" -v o="$opt" 'BEGIN { printf "%.1f", 1000 * b * n / (f + a + o) }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$RATE" "$DELAY" "$ips" "$ar" "$fb" "$share" "$peak" "$tensors" "$tensor_mb" >> "$SUMMARY"
   echo "N=$n: $ips img/s, all-reduce $ar ms/step ($share% of the step), forward+backward $fb ms, worker peak RSS $peak MB, $tensors tensors ($tensor_mb MB)"
