@@ -19,6 +19,7 @@
 //     [--netns runs/netns-1gbit/summary.tsv,...] [--compute-ms 150] [--params 23520842]
 
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
@@ -121,6 +122,6 @@ for (const gbit of links) {
   }
 }
 console.log('(links assumed to add 0.1 ms round-trip latency; compute overlaps nothing: the all-reduce starts after backward)');
-fs.mkdirSync('runs', { recursive: true });
+fs.mkdirSync(path.dirname(values.out!), { recursive: true });
 fs.writeFileSync(values.out!, JSON.stringify({ hostBps, alpha, checks, prediction: table, computeMs: Number(values['compute-ms']) }, null, 2));
 console.log(`\nwrote ${values.out}`);
