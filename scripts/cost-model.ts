@@ -38,13 +38,18 @@ const { values } = parseArgs({
 interface AllReduceRow { algo: string; workers: number; bytes: number; medianMs: number; busbwGBs: number }
 interface AllReduceReport { rawTcp: { bytes: number; GBs: number }[]; results: AllReduceRow[] }
 
-/** A measurement file, or an error that says which script writes it (exit 1 with that line, no stack trace). */
+/** Bad or missing measurements end the run with one line and exit 1, not a stack trace. */
+function fail(message: string): never {
+  console.error(`cost-model: ${message}`);
+  process.exit(1);
+}
+
+/** A measurement file, or a failure that says which script writes it. */
 function readMeasurement(file: string, writtenBy: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    console.error(`cost-model: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): run ${writtenBy} first, or pass its output's path`);
-    process.exit(1);
+    return fail(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): run ${writtenBy} first, or pass its output's path`);
   }
 }
 
@@ -54,7 +59,7 @@ const ringSeconds = (n: number, bytes: number, linkBps: number, hostBps: number,
 // 1. Host rate from the loopback benchmark (largest buffer, ring, every N measured).
 const report = JSON.parse(readMeasurement(values.allreduce!, 'node dist/scripts/bench-allreduce.js (--allreduce)')) as AllReduceReport;
 const rings = report.results.filter((r) => r.algo === 'ring');
-if (rings.length === 0) throw new Error(`${values.allreduce} has no ring results: run node dist/scripts/bench-allreduce.js first`);
+if (rings.length === 0) fail(`${values.allreduce} has no ring results: run node dist/scripts/bench-allreduce.js with --algos ring`);
 const hostRates = rings.map((r) => {
   const tcp = report.rawTcp.find((t) => t.bytes === r.bytes)!.GBs * 1e9;
   const bus = r.busbwGBs * 1e9;
