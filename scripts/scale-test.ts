@@ -133,10 +133,19 @@ const table = [
     `${r.maxGapPoints.toFixed(2)} | ${r.wallSeconds.toFixed(1)} | ${r.imagesPerS.toFixed(1)} | ${r.speedup.toFixed(2)}x | ` +
     `${(100 * r.efficiency).toFixed(0)}% | ${(100 * r.allReduceShare).toFixed(1)}% | ${r.peakRssMb.toFixed(0)} | ${r.tensorMb.toFixed(1)} |`),
 ].join('\n');
+// The yardstick for "max gap": how far the first N's own seeds stray from each other at one epoch.
+const seedSpreadPoints = seedCount > 1
+  ? 100 * Math.max(...rows[0].histories[0].map((_, i) => {
+    const accs = rows[0].histories.map((h) => h[i].test_acc);
+    return Math.max(...accs) - Math.min(...accs);
+  }))
+  : null;
+const seedSpreadLine = seedSpreadPoints === null ? '' : `\nmax gap compares runs of the same seed; for scale, N=${rows[0].workers}'s own ` +
+  `${seedCount} seeds differ by up to ${seedSpreadPoints.toFixed(2)} points in test accuracy at one epoch`;
 const title = `${base.model} width ${base.width} on ${base.dataset} (${base.trainLimit} train / ${base.testLimit} test), ` +
   `${base.epochs} epochs, ${values['per-worker-batch'] ? `per-worker batch ${base.batchSize}` : `global batch ${base.batchSize}`}, ${base.backend}` +
   (seedCount > 1 ? `, seeds ${base.seed}..${base.seed + seedCount - 1} (curves: mean)` : '');
-console.log(`\n${title}\n${table}`);
+console.log(`\n${title}\n${table}${seedSpreadLine}`);
 
 fs.mkdirSync(values.out!, { recursive: true });
 const series = (pick: (m: EpochMetrics) => number): PlotSeries[] =>
@@ -152,6 +161,6 @@ await writeLinePlotPng(path.join(values.out!, 'scale.png'), {
     { title: 'test loss', xLabel: 'epoch', yLabel: 'loss', series: series((m) => m.test_loss) },
   ],
 });
-fs.writeFileSync(path.join(values.out!, 'scale.md'), `${title}\n\n${table}\n`);
-fs.writeFileSync(path.join(values.out!, 'scale.json'), JSON.stringify({ title, config: base, rows }, null, 2));
+fs.writeFileSync(path.join(values.out!, 'scale.md'), `${title}\n\n${table}\n${seedSpreadLine}\n`);
+fs.writeFileSync(path.join(values.out!, 'scale.json'), JSON.stringify({ title, config: base, rows, seedSpreadPoints }, null, 2));
 console.log(`\nwrote ${path.join(values.out!, 'scale.png')}, scale.md and scale.json`);
