@@ -2,25 +2,22 @@
 // its table and JSON, and the gloo comparison (measured where PyTorch is
 // installed, reported as not measured where it is not). Tiny buffers: this
 // checks the benchmark's machinery, never its speed.
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { root } from './helpers/node-process.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
+import { runScript } from './helpers/node-process.js';
 
-const SCRIPT = path.join(root, 'dist/scripts/bench-allreduce.js');
 const ITERS = 2;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-allreduce-'));
+const dir = makeTempDir('bench-allreduce');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 interface Row { algo: string; workers: number; bytes: number; medianMs: number; algbwGBs: number; busbwGBs: number; peakRssMb: number; timesMs: number[] }
 
 async function bench(python: string, out: string): Promise<{ stdout: string; rows: Row[] }> {
-  const args = [SCRIPT, '--sizes', '10000', '--workers', '2,3', '--iters', String(ITERS), '--warmup', '1', '--chunk', '1024',
-    '--algos', 'ring,star,gloo', '--python', python, '--out', out];
-  const { stdout } = await promisify(execFile)(process.execPath, args, { cwd: root, encoding: 'utf8' });
+  const stdout = await runScript('bench-allreduce.js', ['--sizes', '10000', '--workers', '2,3', '--iters', String(ITERS), '--warmup', '1', '--chunk', '1024',
+    '--algos', 'ring,star,gloo', '--python', python, '--out', out]);
   return { stdout, rows: (JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Row[] }).results };
 }
 

@@ -8,7 +8,8 @@ import { PNG } from 'pngjs';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { CIFAR10_CLASSES } from '../src/common/data/cifar10.js';
 import { GOLDEN_DIR } from './helpers/golden.js';
-import { tempDir, trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
+import { trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const cli = (...args: string[]) =>
@@ -27,7 +28,7 @@ describe('tfjs-ddp utility commands', () => {
   let dir: string;
   beforeAll(async () => {
     ckpt = await trainSmallCheckpoint();
-    dir = tempDir('cli-utils');
+    dir = makeTempDir('cli-utils');
     const png = new PNG({ width: 32, height: 32 });
     png.data.fill(200);
     fs.writeFileSync(path.join(dir, 'grey.png'), PNG.sync.write(png));
@@ -43,7 +44,7 @@ describe('tfjs-ddp utility commands', () => {
   });
 
   test('evaluate prints accuracy, per-class accuracy and the confusion matrix, and writes confusion.png', () => {
-    const out = tempDir('cli-eval');
+    const out = makeTempDir('cli-eval');
     const r = cli('evaluate', ckpt.file, '--backend', 'wasm', '--out', out);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
@@ -65,14 +66,14 @@ describe('tfjs-ddp utility commands', () => {
   });
 
   test('export writes both formats; import makes a checkpoint that predict uses', () => {
-    const tfjsOut = tempDir('cli-tfjs');
+    const tfjsOut = makeTempDir('cli-tfjs');
     const t = cli('export', ckpt.dir, '--format', 'tfjs', '--out', tfjsOut);
     expect(t.status, t.stderr).toBe(0);
     expect(fs.readdirSync(tfjsOut).sort()).toEqual(['group1-shard1of1.bin', 'model.json']);
-    const stOut = tempDir('cli-st');
+    const stOut = makeTempDir('cli-st');
     expect(cli('export', ckpt.file, '--format', 'safetensors', '--out', stOut).status).toBe(0);
 
-    const imported = tempDir('cli-import');
+    const imported = makeTempDir('cli-import');
     const i = cli('import', FIXTURE, '--prefix', 'step2/', '--dataset', 'cifar10', '--out', imported);
     expect(i.status, i.stderr).toBe(0);
     expect(i.stdout).toMatch(/resnet18 width 4, 10 classes, 3 input channel\(s\), BatchNorm, dataset cifar10, step 2/);
@@ -85,7 +86,7 @@ describe('tfjs-ddp utility commands', () => {
   test('usage errors exit 2 with one line naming the flag', () => {
     expectOneLineError(cli('export', ckpt.file, '--format', 'onnx', '--out', dir), 2, /'onnx' is invalid\. Allowed choices are tfjs, safetensors/);
     expectOneLineError(cli('export', ckpt.file, '--format', 'tfjs'), 2, /required option '--out <dir>'/);
-    expectOneLineError(cli('import', FIXTURE, '--prefix', 'init/', '--out', tempDir('cli-imp2')), 2, /pass --dataset cifar10 or --dataset synthetic/);
+    expectOneLineError(cli('import', FIXTURE, '--prefix', 'init/', '--out', makeTempDir('cli-imp2')), 2, /pass --dataset cifar10 or --dataset synthetic/);
     expectOneLineError(cli('evaluate', ckpt.file, '--test-limit', '0'), 2, /--test-limit.*expected an integer >= 1/);
   });
 

@@ -1,16 +1,13 @@
 // The cost model (scripts/cost-model) on measurements made up from the model
 // itself with known parameters: the fit must recover them, and its predictions
 // must follow the formula. A missing measurement file is one clear line.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { root } from './helpers/node-process.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
+import { runScript } from './helpers/node-process.js';
 
-const SCRIPT = path.join(root, 'dist/scripts/cost-model.js');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cost-model-'));
+const dir = makeTempDir('cost-model');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const HOST = 0.5e9; // bytes/s the ring code moves per process
@@ -40,7 +37,7 @@ describe('scripts/cost-model', () => {
   it('recovers the host rate and per-stage latency it was given, and predicts by its formula', async () => {
     const { allreduce, netns } = writeInputs();
     const out = path.join(dir, 'out', 'cost-model.json');
-    const { stdout } = await promisify(execFile)(process.execPath, [SCRIPT, '--allreduce', allreduce, '--netns', netns, '--out', out], { cwd: dir });
+    const stdout = await runScript('cost-model.js', ['--allreduce', allreduce, '--netns', netns, '--out', out], dir);
     expect(stdout).toMatch(/host rate \(ring code, per process\): 0\.50 GB\/s, from 2 loopback ring measurements/);
     const model = JSON.parse(fs.readFileSync(out, 'utf8')) as {
       hostBps: number; alpha: number; checks: { errorPct: number }[]; prediction: { gbit: number; workers: number; allreduceMs: number; efficiency: number }[];
@@ -57,12 +54,12 @@ describe('scripts/cost-model', () => {
   });
 
   it('a missing measurement file is one line naming the script that writes it, exit 1', async () => {
-    const run = promisify(execFile)(process.execPath, [SCRIPT, '--allreduce', path.join(dir, 'none.json')], { cwd: dir });
+    const run = runScript('cost-model.js', ['--allreduce', path.join(dir, 'none.json')], dir);
     await expect(run).rejects.toMatchObject({
       code: 1,
       stderr: expect.stringMatching(/^cost-model: cannot read .*none\.json \(ENOENT\): run node dist\/scripts\/bench-allreduce\.js/),
     });
-    const err = await run.catch((e: { stderr: string }) => e);
+    const err = (await run.catch((e: unknown) => e)) as { stderr: string };
     expect(err.stderr).not.toMatch(/\n\s+at /);
   });
 });

@@ -18,7 +18,8 @@ import { generateSynthetic, SYNTHETIC_CLASSES } from '../src/common/data/synthet
 import { buildModelSpec } from '../src/common/model/spec.js';
 import { Replica } from '../src/common/replica.js';
 import { freshState, saveCheckpoint, type CheckpointMeta } from '../src/common/train-state.js';
-import { tempDir, trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
 
 const quiet = () => {};
 
@@ -45,7 +46,7 @@ describe('evaluate and predict', () => {
   });
 
   test("evaluate on the run's test set reproduces its test metrics and writes confusion.png", async () => {
-    const out = tempDir('evaluate');
+    const out = makeTempDir('evaluate');
     const lines: string[] = [];
     // The run directory, not the file: evaluate picks its newest checkpoint.
     const r = await runEvaluate(ckpt.dir, { backend: 'wasm', batchSize: 128, out }, (l) => lines.push(l));
@@ -72,7 +73,7 @@ describe('evaluate and predict', () => {
   });
 
   test('predict gives the top 3 of a PNG as the trainer computes them, and reads a JPEG', async () => {
-    const dir = tempDir('predict');
+    const dir = makeTempDir('predict');
     const pngFile = path.join(dir, 'sample.png');
     writePng(pngFile, 32, 32, rgbOf(0));
     // 64x64 nearest-neighbour enlargement of image 1, so predict has to resize it back.
@@ -107,7 +108,7 @@ describe('evaluate and predict', () => {
   });
 
   test('predict with a Fashion-MNIST model turns a colour photo into a framed grey image', async () => {
-    const cfg = { ...DEFAULTS, model: 'resnet18' as const, width: 4, dataset: 'fashion-mnist' as const, out: tempDir('predict-fm') };
+    const cfg = { ...DEFAULTS, model: 'resnet18' as const, width: 4, dataset: 'fashion-mnist' as const, out: makeTempDir('predict-fm') };
     const spec = buildModelSpec({ name: 'resnet18', width: 4, numClasses: 10, inChannels: 1, norm: 'batch' });
     await saveCheckpoint(cfg, spec, freshState(cfg, spec));
     const file = path.join(cfg.out, 'photo.png');
@@ -117,7 +118,7 @@ describe('evaluate and predict', () => {
   });
 
   test('predict names an unreadable image and how to fix it', async () => {
-    const dir = tempDir('predict-bad');
+    const dir = makeTempDir('predict-bad');
     const text = path.join(dir, 'notes.png');
     fs.writeFileSync(text, 'hello');
     await expect(runPredict(ckpt.file, [text], { backend: 'cpu' }, quiet)).rejects.toThrow(

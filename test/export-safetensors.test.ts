@@ -11,14 +11,15 @@ import { toTorch } from '../src/common/model/torch-layout.js';
 import { readSafetensors } from '../src/common/safetensors.js';
 import type { CheckpointMeta } from '../src/common/train-state.js';
 import { loadGolden } from './helpers/golden.js';
-import { tempDir, trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
 
 describe('export --format safetensors', () => {
   let ckpt: SmallCheckpoint;
   let exported: string;
   beforeAll(async () => {
     ckpt = await trainSmallCheckpoint();
-    [exported] = await runExport(ckpt.file, { format: 'safetensors', out: tempDir('export-st') }, () => {});
+    [exported] = await runExport(ckpt.file, { format: 'safetensors', out: makeTempDir('export-st') }, () => {});
   });
 
   test('has exactly the names, shapes and dtypes of the PyTorch state_dict in the golden fixture', () => {
@@ -51,7 +52,7 @@ describe('export --format safetensors', () => {
   });
 
   test('import gives back identical weights and running statistics, zero momentum, the step count', async () => {
-    const out = tempDir('import-rt');
+    const out = makeTempDir('import-rt');
     const written = await runImport(exported, { out }, () => {});
     expect(path.basename(written)).toBe('ckpt-e0000-s000004.safetensors');
     const before = await readCheckpoint<CheckpointMeta>(ckpt.file);

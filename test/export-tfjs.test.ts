@@ -19,7 +19,8 @@ import { Rng } from '../src/common/rng.js';
 import { readCheckpoint } from '../src/common/checkpoint.js';
 import type { CheckpointMeta } from '../src/common/train-state.js';
 import { relErr } from './helpers/golden.js';
-import { tempDir, trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { trainSmallCheckpoint, type SmallCheckpoint } from './helpers/small-checkpoint.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
 
 const TOL = 1e-4;
 
@@ -35,7 +36,7 @@ describe('export --format tfjs', () => {
   });
 
   test('writes model.json and shards that tf.loadLayersModel reads, predicting as the trainer does', async () => {
-    const out = tempDir('export-tfjs');
+    const out = makeTempDir('export-tfjs');
     const files = await runExport(ckpt.file, { format: 'tfjs', out }, () => {});
     expect(files.map((f) => path.basename(f))).toEqual(['group1-shard1of1.bin', 'model.json']);
     const json = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8'));
@@ -61,7 +62,7 @@ describe('export --format tfjs', () => {
     const rng = new Rng(5);
     const weights = initParams(spec, () => rng.nextFloat());
     const stats = initRunningStats(spec);
-    const out = tempDir('export-shards');
+    const out = makeTempDir('export-shards');
     const written: string[] = [];
     const model = buildLayersModel(spec, weights, stats);
     await model.save(directorySaveHandler(out, written));
@@ -100,7 +101,7 @@ describe('export --format tfjs', () => {
     const ours = replica.logits({ x, y: new Int32Array(n), count: n }, 'eval', stats);
     replica.dispose();
 
-    const out = tempDir('export-graph');
+    const out = makeTempDir('export-graph');
     const model = buildLayersModel(spec, weights, stats);
     await model.save(directorySaveHandler(out));
     model.dispose();

@@ -15,7 +15,7 @@ import { Rng } from '../src/common/rng.js';
 import { encodeSafetensors } from '../src/common/safetensors.js';
 import type { CheckpointMeta } from '../src/common/train-state.js';
 import { GOLDEN_DIR, loadGolden, relErr } from './helpers/golden.js';
-import { tempDir } from './helpers/small-checkpoint.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
 
 const FIXTURE = path.join(GOLDEN_DIR, 'resnet18-w4.safetensors');
 const quiet = () => {};
@@ -26,7 +26,7 @@ describe('import', () => {
   });
 
   test("a PyTorch state_dict imports with PyTorch's eval-mode logits", async () => {
-    const out = tempDir('import-golden');
+    const out = makeTempDir('import-golden');
     const file = await runImport(FIXTURE, { out, prefix: 'step2/', dataset: 'cifar10' }, quiet);
     // Two SGD steps were taken, and num_batches_tracked counted them.
     expect(path.basename(file)).toBe('ckpt-e0000-s000002.safetensors');
@@ -43,9 +43,9 @@ describe('import', () => {
     const spec = buildModelSpec({ name: 'resnet34', width: 2, numClasses: 10, inChannels: 1, norm: 'none' });
     const rng = new Rng(3);
     const weights = initParams(spec, () => rng.nextFloat());
-    const src = path.join(tempDir('import-gray'), 'sd.safetensors');
+    const src = path.join(makeTempDir('import-gray'), 'sd.safetensors');
     fs.writeFileSync(src, encodeSafetensors(stateDictTensors(spec, { weights, runningStats: initRunningStats(spec), numBatchesTracked: 0 })));
-    const file = await runImport(src, { out: tempDir('import-gray-out') }, quiet);
+    const file = await runImport(src, { out: makeTempDir('import-gray-out') }, quiet);
     const { meta, tensors } = await readCheckpoint<CheckpointMeta>(file);
     expect(meta.config).toMatchObject({ model: 'resnet34', width: 2, norm: 'none', dataset: 'fashion-mnist' });
     expect(meta.step).toBe(0);
@@ -59,19 +59,19 @@ describe('import', () => {
     [{ prefix: 'init/', dataset: 'fashion-mnist' }, UsageError, /3-channel images .* fashion-mnist has 1 channel/],
     [{ dataset: 'cifar10' }, Error, /no conv1\.weight: .*keys start .*pass --prefix/],
   ] as const)('rejects %o with a message naming the fix', async (opts, kind, message) => {
-    const err = await runImport(FIXTURE, { out: tempDir('import-bad'), ...opts }, quiet).catch((e: unknown) => e);
+    const err = await runImport(FIXTURE, { out: makeTempDir('import-bad'), ...opts }, quiet).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(kind);
     expect((err as Error).message).toMatch(message);
   });
 
   test('refuses a directory that already holds checkpoints, and truncated or missing files', async () => {
-    const out = tempDir('import-twice');
+    const out = makeTempDir('import-twice');
     await runImport(FIXTURE, { out, prefix: 'init/', dataset: 'synthetic' }, quiet);
     await expect(runImport(FIXTURE, { out, prefix: 'init/', dataset: 'synthetic' }, quiet)).rejects.toThrow(/already holds checkpoints .*choose an empty --out/);
 
-    const cut = path.join(tempDir('import-cut'), 'cut.safetensors');
+    const cut = path.join(makeTempDir('import-cut'), 'cut.safetensors');
     fs.writeFileSync(cut, fs.readFileSync(FIXTURE).subarray(0, 5000));
-    await expect(runImport(cut, { out: tempDir('import-cut-out') }, quiet)).rejects.toThrow(/cannot import .*cut\.safetensors: header claims .*; the file is incomplete .*copy it again/);
-    await expect(runImport('/nonexistent/x.safetensors', { out: tempDir('import-none') }, quiet)).rejects.toThrow(/no such file; pass a \.safetensors/);
+    await expect(runImport(cut, { out: makeTempDir('import-cut-out') }, quiet)).rejects.toThrow(/cannot import .*cut\.safetensors: header claims .*; the file is incomplete .*copy it again/);
+    await expect(runImport('/nonexistent/x.safetensors', { out: makeTempDir('import-none') }, quiet)).rejects.toThrow(/no such file; pass a \.safetensors/);
   });
 });

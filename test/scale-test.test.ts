@@ -1,18 +1,15 @@
 // The scale test as users run it (scripts/scale-test), shrunk to seconds:
 // real coordinator runs with 1 and 2 worker threads on Fashion-MNIST, two
 // seeds each. Its table must agree with the runs' own metrics.jsonl files.
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { root } from './helpers/node-process.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
+import { runScript } from './helpers/node-process.js';
 
-const SCRIPT = path.join(root, 'dist/scripts/scale-test.js');
 const TRAIN = 256;
 const EPOCHS = 2;
-const out = fs.mkdtempSync(path.join(os.tmpdir(), 'scale-test-'));
+const out = makeTempDir('scale-test');
 afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
 interface Row { workers: number; globalBatch: number; finalTestAcc: number[]; maxGapPoints: number; speedup: number; efficiency: number; peakRssMb: number }
@@ -27,9 +24,8 @@ const testAccs = (workers: number, seed: number): number[] =>
 
 describe('scripts/scale-test', () => {
   it('trains every N with every seed on the same global batches and reports what the runs measured', async () => {
-    const args = [SCRIPT, '--workers', '1,2', '--epochs', String(EPOCHS), '--train-limit', String(TRAIN), '--test-limit', '64',
-      '--seeds', '2', '--width', '4', '--batch-size', '32', '--out', out];
-    const { stdout } = await promisify(execFile)(process.execPath, args, { cwd: root, encoding: 'utf8' });
+    const stdout = await runScript('scale-test.js', ['--workers', '1,2', '--epochs', String(EPOCHS), '--train-limit', String(TRAIN), '--test-limit', '64',
+      '--seeds', '2', '--width', '4', '--batch-size', '32', '--out', out]);
 
     const report = JSON.parse(fs.readFileSync(path.join(out, 'scale.json'), 'utf8')) as { rows: Row[]; seedSpreadPoints: number };
     expect(report.rows.map((r) => r.workers)).toEqual([1, 2]);

@@ -1,8 +1,9 @@
 // The project's compiled CLIs as real child processes, for tests of what
 // users run: output captured, exit awaited. Needs the build (npx tsc -p .).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 export const root = path.resolve(import.meta.dirname, '../..');
 
@@ -23,6 +24,15 @@ export function startCli(script: string, args: string[], env: Record<string, str
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
   return { child, output: () => output, exited: new Promise((resolve) => child.on('close', resolve)) };
+}
+
+/**
+ * Runs `dist/scripts/<script>` to its end; rejects with the exit code and
+ * stderr (execFile's error) when it fails.
+ */
+export async function runScript(script: string, args: string[], cwd = root): Promise<string> {
+  const { stdout } = await promisify(execFile)(process.execPath, [path.join(root, 'dist/scripts', script), ...args], { cwd, encoding: 'utf8' });
+  return stdout;
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */

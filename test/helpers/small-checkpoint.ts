@@ -2,10 +2,10 @@
 // resnet18 width 4 on 64 synthetic images (four SGD steps). Trained on wasm,
 // which takes under 1 s where cpu takes 25 s; the checkpoint is the same kind.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { DEFAULTS, type TrainConfig } from '../../src/common/config.js';
 import { train, type TrainResult } from '../../src/common/trainer.js';
+import { makeTempDir } from './data-fixtures.js';
 
 export interface SmallCheckpoint {
   dir: string;
@@ -14,12 +14,8 @@ export interface SmallCheckpoint {
   result: TrainResult;
 }
 
-export function tempDir(tag: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `tfjs-ddp-${tag}-`));
-}
-
 export async function trainSmallCheckpoint(overrides: Partial<TrainConfig> = {}): Promise<SmallCheckpoint> {
-  const dir = tempDir('ckpt');
+  const dir = makeTempDir('ckpt');
   const cfg: TrainConfig = {
     ...DEFAULTS, model: 'resnet18', width: 4, dataset: 'synthetic', trainLimit: 64, testLimit: 40,
     epochs: 1, batchSize: 16, backend: 'wasm', out: dir, plots: false, loaderThreads: 1, ...overrides,
