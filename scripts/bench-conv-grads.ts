@@ -13,8 +13,8 @@ import path from 'node:path';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { describeBackend, initBackend } from '../src/common/backend.js';
-import { stockWasmConv2DBackpropInput } from '../src/common/wasm-conv-grads.js';
+import { describeBackend, initBackend } from '../src/common/backend/backend.js';
+import { stockWasmConv2DBackpropInput } from '../src/common/backend/wasm-conv-grads.js';
 
 interface LayerShape {
   name: string;

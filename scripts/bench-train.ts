@@ -21,14 +21,14 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, describeBackend } from '../src/common/backend.js';
+import { initBackend, describeBackend } from '../src/common/backend/backend.js';
 import { buildModelSpec, initParams, initRunningStats } from '../src/common/model/spec.js';
-import { Replica } from '../src/common/replica.js';
+import { Replica } from '../src/common/model/replica.js';
 import { sgdStep, updateRunningStats } from '../src/common/optim/sgd.js';
-import { Rng } from '../src/common/rng.js';
-import { DEFAULTS } from '../src/common/config.js';
+import { Rng } from '../src/common/data/rng.js';
+import { DEFAULTS } from '../src/common/training/config.js';
 import { runCoordinator, type StepBreakdown } from '../src/coordinator/coordinator.js';
-import type { BackendName } from '../src/common/types.js';
+import type { BackendName } from '../src/common/backend/names.js';
 import { measurePeakRss } from './peak-rss.js';
 
 const { values } = parseArgs({

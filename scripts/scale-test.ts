@@ -21,11 +21,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
-import { writeLinePlotPng, type PlotSeries } from '../src/common/plot.js';
-import type { EpochMetrics } from '../src/common/metrics.js';
-import type { BackendChoice, DatasetName } from '../src/common/types.js';
+import { writeLinePlotPng, type PlotSeries } from '../src/common/io/plot/charts.js';
+import type { EpochMetrics } from '../src/common/io/metrics.js';
+import type { BackendChoice } from '../src/common/backend/names.js';
+import type { DatasetName } from '../src/common/data/types.js';
 import type { ModelName } from '../src/common/model/spec.js';
 import { measurePeakRss } from './peak-rss.js';
 

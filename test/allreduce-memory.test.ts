@@ -90,18 +90,18 @@ async function runSteps(reducers: AllReducer[], length: number, steps: number[],
 describe('frame format', () => {
   it('round-trips a header and payload, and retags in place', () => {
     const payload = Float32Array.of(1.5, -2, 3e-8);
-    const h = { type: FrameType.ReduceScatter, tag: 9, step: 4_000_000_000, total: 10, stage: 2, chunk: 1, offset: 7, count: 3 };
+    const h = { type: FrameType.ReduceScatter, tag: 9, seq: 4_000_000_000, total: 10, stage: 2, chunk: 1, offset: 7, count: 3 };
     const frame = encodeFrame(h, payload);
     expect(frame.byteLength).toBe(HEADER_BYTES + 12);
     expect(readHeader(frame)).toEqual(h);
     expect(Array.from(payloadView(frame))).toEqual(Array.from(payload));
     retagFrame(frame, FrameType.AllGather, 3);
-    expect(readHeader(frame)).toMatchObject({ type: FrameType.AllGather, stage: 3, step: 4_000_000_000 });
+    expect(readHeader(frame)).toMatchObject({ type: FrameType.AllGather, stage: 3, seq: 4_000_000_000 });
   });
 
   it('views an aligned frame in place and copies a misaligned one once', () => {
     const frame = encodeFrame(
-      { type: FrameType.StarUp, tag: 0, step: 1, total: 2, stage: 0, chunk: 0, offset: 0, count: 2 },
+      { type: FrameType.StarUp, tag: 0, seq: 1, total: 2, stage: 0, chunk: 0, offset: 0, count: 2 },
       Float32Array.of(0.25, 8),
     );
     expect(alignFrame(frame)).toBe(frame);
@@ -118,7 +118,7 @@ describe('frame format', () => {
 
   it('rejects short frames, bad magic, unknown types and length mismatches', () => {
     const good = encodeFrame(
-      { type: FrameType.StarUp, tag: 0, step: 1, total: 4, stage: 0, chunk: 0, offset: 0, count: 4 },
+      { type: FrameType.StarUp, tag: 0, seq: 1, total: 4, stage: 0, chunk: 0, offset: 0, count: 4 },
       new Float32Array(4),
     );
     expect(() => readHeader(good.subarray(0, 20))).toThrow(/shorter than the 36-byte header/);
@@ -192,13 +192,13 @@ describe('ring all-reduce over memory links', () => {
     expect(r1.status).toBe('rejected');
     const e1 = (r1 as PromiseRejectedResult).reason as AllReduceError;
     expect(e1).toBeInstanceOf(AllReduceError);
-    expect(e1.message).toMatch(/rank 1 of 3, step 0\).*bad frame from rank 0: bad magic/);
+    expect(e1.message).toMatch(/rank 1 of 3, all-reduce #0\).*bad frame from rank 0: bad magic/);
     expect(e1.peer).toBe('rank 0');
     expect((r2 as PromiseRejectedResult).reason.message).toMatch(/rank 2 of 3.*rank 1 closed/);
     await expect(reducers[1].allReduceSum(bufs[0], 1)).rejects.toThrow(/unusable after an earlier error/);
   });
 
-  it('rejects ranks that are out of step or disagree on the gradient length', async () => {
+  it('rejects ranks that are out of order or disagree on the gradient length', async () => {
     let reducers = createMemoryRing(2).map((l) => new RingAllReducer(l));
     let results = await Promise.allSettled([
       reducers[0].allReduceSum(new Float32Array(10), 5),
@@ -206,7 +206,7 @@ describe('ring all-reduce over memory links', () => {
     ]);
     expect(results.every((r) => r.status === 'rejected')).toBe(true);
     const messages = results.map((r) => (r as PromiseRejectedResult).reason.message).join('\n');
-    expect(messages).toMatch(/frame is for step [56] but this rank is reducing step [56]; ranks are out of step/);
+    expect(messages).toMatch(/frame is for all-reduce #[56] but this rank is on all-reduce #[56]; the ranks are out of order/);
 
     reducers = createMemoryRing(2).map((l) => new RingAllReducer(l));
     results = await Promise.allSettled([
@@ -224,7 +224,7 @@ describe('ring all-reduce over memory links', () => {
     const settled = Promise.allSettled([0, 1].map((r) => reducers[r].allReduceSum(gradient(50, r, 3), 3)));
     await reducers[2].close(); // rank 2 leaves without reducing
     const results = await settled;
-    expect((results[0] as PromiseRejectedResult).reason.message).toMatch(/rank 0 of 3, step 3\).*link from rank 2 closed/);
+    expect((results[0] as PromiseRejectedResult).reason.message).toMatch(/rank 0 of 3, all-reduce #3\).*link from rank 2 closed/);
     expect(results[1].status).toBe('rejected');
   });
 
@@ -232,7 +232,7 @@ describe('ring all-reduce over memory links', () => {
     const [links] = createMemoryRing(1);
     const reducer = new RingAllReducer(links);
     await expect(reducer.allReduceSum(new Float64Array(3) as unknown as Float32Array, 0)).rejects.toThrow(/Float32Array/);
-    await expect(reducer.allReduceSum(new Float32Array(3), -1)).rejects.toThrow(/step must be an integer/);
+    await expect(reducer.allReduceSum(new Float32Array(3), -1)).rejects.toThrow(/seq \(the all-reduce sequence number\) must be an integer/);
     const [a] = createMemoryRing(2, { maxFrameBytes: 1000 });
     expect(() => new RingAllReducer(a, { chunkElements: 1000 })).toThrow(/above the 1000-byte limit.*lower chunkElements/);
   });
@@ -269,10 +269,10 @@ describe('star all-reduce over memory links', () => {
       reducers[1].allReduceSum(new Float32Array(9), 2),
       reducers[2].allReduceSum(new Float32Array(10), 2),
     ]);
-    await expect(serving).rejects.toThrow(/star hub \(step 2\): bad frame from rank 1: peer reduces a gradient of 9 elements/);
+    await expect(serving).rejects.toThrow(/star hub \(all-reduce #2\): bad frame from rank 1: peer reduces a gradient of 9 elements/);
     for (const r of results) {
       expect(r.status).toBe('rejected');
-      expect((r as PromiseRejectedResult).reason.message).toMatch(/star all-reduce \(rank \d of 3, step 2\).*hub/);
+      expect((r as PromiseRejectedResult).reason.message).toMatch(/star all-reduce \(rank \d of 3, all-reduce #2\).*hub/);
     }
   });
 });

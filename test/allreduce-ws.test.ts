@@ -139,9 +139,9 @@ describe('failures over WebSockets', () => {
     await links[0].toNext.send(bogus);
     const [r1, r2] = await settled;
     expect((r1 as PromiseRejectedResult).reason.message).toMatch(
-      /rank 1 of 3, step 0\): bad frame from rank 0: ReduceScatter frame is 40 bytes but its header announces 1000 floats/,
+      /rank 1 of 3, all-reduce #0\): bad frame from rank 0: ReduceScatter frame is 40 bytes but its header announces 1000 floats/,
     );
-    expect((r2 as PromiseRejectedResult).reason.message).toMatch(/rank 2 of 3, step 0\): link with rank 1 closed/);
+    expect((r2 as PromiseRejectedResult).reason.message).toMatch(/rank 2 of 3, all-reduce #0\): link with rank 1 closed/);
   });
 
   it('a connection lost mid-reduce rejects promptly, naming the rank', async () => {
@@ -153,7 +153,7 @@ describe('failures over WebSockets', () => {
     const sockets = [links[2].toNext, links[2].fromPrev].map((l) => (l as unknown as { ws: WebSocket }).ws);
     for (const s of sockets) s.terminate();
     const [r0, r1] = await settled;
-    expect((r0 as PromiseRejectedResult).reason.message).toMatch(/rank 0 of 3, step 4\): link with rank 2 closed/);
+    expect((r0 as PromiseRejectedResult).reason.message).toMatch(/rank 0 of 3, all-reduce #4\): link with rank 2 closed/);
     expect((r0 as PromiseRejectedResult).reason.peer).toBe('rank 2');
     expect(r1.status).toBe('rejected');
   });
@@ -173,7 +173,7 @@ describe('failures over WebSockets', () => {
     await reducers[2].close();
     await expect(serving).rejects.toThrow(/star hub.*link with rank 2 closed/);
     for (const r of await settled) {
-      expect((r as PromiseRejectedResult).reason.message).toMatch(/star all-reduce \(rank [01] of 3, step 1\): link with hub closed/);
+      expect((r as PromiseRejectedResult).reason.message).toMatch(/star all-reduce \(rank [01] of 3, all-reduce #1\): link with hub closed/);
     }
   });
 });

@@ -7,8 +7,8 @@ import {
   drawCropFlip,
   makeBatch,
   normalizeInto,
-} from '../src/common/augment.js';
-import type { ImageSet } from '../src/common/types.js';
+} from '../src/common/data/augment.js';
+import type { ImageSet } from '../src/common/data/types.js';
 import { randomSet } from './helpers/data-fixtures.js';
 
 /**

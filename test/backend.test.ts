@@ -7,7 +7,7 @@ import {
   describeBackend,
   initBackend,
   wasmUsesSimd,
-} from '../src/common/backend.js';
+} from '../src/common/backend/backend.js';
 
 // The 'tensorflow' backend is an optional native dependency. The assertions
 // below follow whether it is installed, so the test stays honest on a machine

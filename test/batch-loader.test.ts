@@ -5,12 +5,12 @@ import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { makeBatch } from '../src/common/augment.js';
-import { BatchLoader } from '../src/common/batch-loader.js';
-import { globalBatches } from '../src/common/sampler.js';
-import type { ImageSet } from '../src/common/types.js';
+import { makeBatch } from '../src/common/data/augment.js';
+import { BatchLoader } from '../src/common/data/batch-loader.js';
+import { globalBatches } from '../src/common/data/sampler.js';
+import type { ImageSet } from '../src/common/data/types.js';
 import { randomSet } from './helpers/data-fixtures.js';
-import { resolveWorkerScript } from '../src/common/worker-script.js';
+import { resolveWorkerScript } from '../src/common/fs/worker-script.js';
 
 const repoRoot = resolve(fileURLToPath(import.meta.url), '../..');
 
@@ -118,7 +118,7 @@ describe('BatchLoader', () => {
   });
 
   it('lets the process exit after close()', async () => {
-    const loaderUrl = pathToFileURL(resolve(repoRoot, 'dist/src/common/batch-loader.js')).href;
+    const loaderUrl = pathToFileURL(resolve(repoRoot, 'dist/src/common/data/batch-loader.js')).href;
     const script = `
       import { BatchLoader } from ${JSON.stringify(loaderUrl)};
       const set = { images: new Uint8Array(8 * 8 * 8 * 3), labels: new Uint8Array(8), count: 8, height: 8, width: 8, channels: 3 };
@@ -138,15 +138,15 @@ describe('BatchLoader', () => {
 });
 
 describe('resolveWorkerScript', () => {
-  const compiledWorker = resolve(repoRoot, 'dist/src/worker/augment-worker.js');
+  const compiledWorker = resolve(repoRoot, 'dist/src/common/data/augment-thread.js');
 
   it('maps a TypeScript source caller to the compiled file under dist/', () => {
-    const sourceCaller = pathToFileURL(resolve(repoRoot, 'src/common/batch-loader.ts')).href;
+    const sourceCaller = pathToFileURL(resolve(repoRoot, 'src/common/data/batch-loader.ts')).href;
     expect(resolveWorkerScript(sourceCaller, '../worker/augment-worker.js')).toBe(compiledWorker);
   });
 
   it('resolves next to a compiled caller', () => {
-    const compiledCaller = pathToFileURL(resolve(repoRoot, 'dist/src/common/batch-loader.js')).href;
+    const compiledCaller = pathToFileURL(resolve(repoRoot, 'dist/src/common/data/batch-loader.js')).href;
     expect(resolveWorkerScript(compiledCaller, '../worker/augment-worker.js')).toBe(compiledWorker);
   });
 
@@ -157,6 +157,6 @@ describe('resolveWorkerScript', () => {
   });
 
   it('insists on the .js name', () => {
-    expect(() => resolveWorkerScript(import.meta.url, '../src/worker/augment-worker.ts')).toThrow(/compiled \.js/);
+    expect(() => resolveWorkerScript(import.meta.url, '../src/common/data/augment-thread.ts')).toThrow(/compiled \.js/);
   });
 });

@@ -12,8 +12,8 @@ import {
   pruneCheckpoints,
   readCheckpoint,
   writeCheckpoint,
-} from '../src/common/checkpoint.js';
-import { encodeSafetensors, readSafetensors } from '../src/common/safetensors.js';
+} from '../src/common/io/checkpoint.js';
+import { encodeSafetensors, readSafetensors } from '../src/common/io/safetensors.js';
 
 let dir: string;
 beforeEach(async () => {

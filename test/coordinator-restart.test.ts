@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect, test } from 'vitest';
-import { readMetrics } from '../src/common/metrics.js';
+import { readMetrics } from '../src/common/io/metrics.js';
 import { freePort, startCli } from './helpers/node-process.js';
 
 const TOKEN = 'restart-secret-0c42';

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { chromium } from 'playwright-core';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator, type CoordinatorOptions } from '../src/coordinator/coordinator.js';
 import type { HostPort } from '../src/common/protocol/index.js';
 

@@ -5,7 +5,7 @@ import { CIFAR10_CLASSES, findCifar10Dir, loadCifar10 } from '../src/common/data
 import { ensureCifar10 } from '../src/common/data/cifar10-download.js';
 import { DatasetMissingError } from '../src/common/data/errors.js';
 import { loadDataset } from '../src/common/data/load-dataset.js';
-import type { ImageSet } from '../src/common/types.js';
+import type { ImageSet } from '../src/common/data/types.js';
 import {
   CIFAR_RECORD,
   CIFAR_TEST_FILE,

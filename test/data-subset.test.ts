@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../src/common/rng.js';
+import { Rng } from '../src/common/data/rng.js';
 import { balancedQuotas, balancedSubset } from '../src/common/data/subset.js';
-import type { ImageSet } from '../src/common/types.js';
+import type { ImageSet } from '../src/common/data/types.js';
 import { classCounts } from './helpers/data-fixtures.js';
 
 /** 2x1x1 images whose two bytes encode their original index, so order and identity are checkable. */

@@ -3,10 +3,10 @@ import { loadDataset } from '../src/common/data/load-dataset.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULTS } from '../src/common/config.js';
-import { train } from '../src/common/trainer.js';
+import { DEFAULTS } from '../src/common/training/config.js';
+import { train } from '../src/common/training/single-process.js';
 import { generateSynthetic, SYNTHETIC_CLASSES, syntheticClassShape } from '../src/common/data/synthetic.js';
-import type { ImageSet } from '../src/common/types.js';
+import type { ImageSet } from '../src/common/data/types.js';
 import { classCounts } from './helpers/data-fixtures.js';
 
 /**

@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
-import { listCheckpoints } from '../src/common/checkpoint.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
+import { listCheckpoints } from '../src/common/io/checkpoint.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { FAULT_ENV } from '../src/worker/worker.js';
 

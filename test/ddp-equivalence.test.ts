@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
-import { readMetrics } from '../src/common/metrics.js';
-import { listCheckpoints, loadNewestValidCheckpoint } from '../src/common/checkpoint.js';
-import { train } from '../src/common/trainer.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
+import { readMetrics } from '../src/common/io/metrics.js';
+import { listCheckpoints, loadNewestValidCheckpoint } from '../src/common/io/checkpoint.js';
+import { train } from '../src/common/training/single-process.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-eq-'));

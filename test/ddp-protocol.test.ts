@@ -4,7 +4,7 @@ import {
   configHash, decodeMessage, encodeMessage, PROTOCOL_VERSION, ProtocolError, weightsChecksum,
 } from '../src/common/protocol/index.js';
 import { Admission, resolveToken } from '../src/coordinator/admission.js';
-import { DEFAULTS } from '../src/common/config.js';
+import { DEFAULTS } from '../src/common/training/config.js';
 import { Packr } from 'msgpackr';
 
 describe('control messages', () => {

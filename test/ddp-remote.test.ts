@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator, type CoordinatorOptions } from '../src/coordinator/coordinator.js';
 import { runWorker } from '../src/worker/worker.js';
 import type { HostPort } from '../src/common/protocol/index.js';

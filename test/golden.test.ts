@@ -14,8 +14,8 @@
 // 1.4e-4 in the logits; it is held to 1e-4 on ResNet18 and to the forward
 // pass at 1e-3 on ResNet50.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { initBackend } from '../src/common/backend.js';
-import { Replica } from '../src/common/replica.js';
+import { initBackend } from '../src/common/backend/backend.js';
+import { Replica } from '../src/common/model/replica.js';
 import { sgdStep, updateRunningStats } from '../src/common/optim/sgd.js';
 import { loadGolden, relErr, type Golden } from './helpers/golden.js';
 import type { ModelName } from '../src/common/model/spec.js';

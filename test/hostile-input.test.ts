@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { describe, expect, test } from 'vitest';
 import { WebSocket } from 'ws';
 import { Packr } from 'msgpackr';
-import { DEFAULTS } from '../src/common/config.js';
+import { DEFAULTS } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { CONTROL_PATH, PROTOCOL_VERSION, type HostPort } from '../src/common/protocol/index.js';
 

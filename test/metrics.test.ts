@@ -3,8 +3,8 @@ import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendMetrics, formatEpochLine, readMetrics, type EpochMetrics } from '../src/common/metrics.js';
-import { formatDuration, formatProgressLine, ProgressBar } from '../src/common/progress.js';
+import { appendMetrics, formatEpochLine, readMetrics, type EpochMetrics } from '../src/common/io/metrics.js';
+import { formatDuration, formatProgressLine, ProgressBar } from '../src/common/io/progress.js';
 
 const epoch50: EpochMetrics = {
   epoch: 50,

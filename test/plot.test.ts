@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { EpochMetrics } from '../src/common/metrics.js';
+import type { EpochMetrics } from '../src/common/io/metrics.js';
 import {
   computeAxis,
   LINE_PLOT_LAYOUT,
@@ -12,7 +12,7 @@ import {
   writeLinePlotPng,
   writeSamplesPng,
   type SampleImage,
-} from '../src/common/plot.js';
+} from '../src/common/io/plot/charts.js';
 
 let dir: string;
 beforeEach(async () => {

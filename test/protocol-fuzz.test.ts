@@ -7,10 +7,10 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { expect, test } from 'vitest';
 import { WebSocket } from 'ws';
-import { DEFAULTS, type TrainConfig } from '../src/common/config.js';
+import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { CONTROL_PATH, encodeMessage, PROTOCOL_VERSION, type HostPort } from '../src/common/protocol/index.js';
-import { Rng } from '../src/common/rng.js';
+import { Rng } from '../src/common/data/rng.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const TOKEN = 'fuzz-secret-4d21';

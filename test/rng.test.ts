@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng, hash32, mixSeed } from '../src/common/rng.js';
+import { Rng, hash32, mixSeed } from '../src/common/data/rng.js';
 
 function draw(rng: Rng, n: number): number[] {
   return Array.from({ length: n }, () => rng.nextUint32());

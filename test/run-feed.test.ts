@@ -1,7 +1,7 @@
 // The dashboard's state across group changes: the group in rank order, the
 // workers it lost kept on show as failed, those that left before the start gone.
 import { expect, test } from 'vitest';
-import { DEFAULTS } from '../src/common/config.js';
+import { DEFAULTS } from '../src/common/training/config.js';
 import { RunFeed } from '../src/coordinator/dashboard/run-feed.js';
 
 test('a new group lists its members by rank, then the lost workers as failed', () => {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { encodeSafetensors, readSafetensors } from '../src/common/safetensors.js';
+import { encodeSafetensors, readSafetensors } from '../src/common/io/safetensors.js';
 import { GOLDEN_DIR } from './helpers/golden.js';
 
 describe('safetensors from a Node Buffer', () => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { encodeSafetensors, readSafetensors, SafetensorsError, type SafetensorsTensor } from '../src/common/safetensors.js';
+import { encodeSafetensors, readSafetensors, SafetensorsError, type SafetensorsTensor } from '../src/common/io/safetensors.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const goldenDir = path.resolve(repoRoot, '../shared/golden');

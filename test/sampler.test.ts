@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { epochPermutation, globalBatches, shardRange } from '../src/common/sampler.js';
+import { epochPermutation, globalBatches, shardRange } from '../src/common/data/sampler.js';
 
 function sorted(values: Iterable<number>): number[] {
   return [...values].sort((a, b) => a - b);

@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect, test } from 'vitest';
-import { DEFAULTS } from '../src/common/config.js';
-import { train } from '../src/common/trainer.js';
-import { tensorflowInstalled } from '../src/common/backend.js';
-import { readMetrics } from '../src/common/metrics.js';
+import { DEFAULTS } from '../src/common/training/config.js';
+import { train } from '../src/common/training/single-process.js';
+import { tensorflowInstalled } from '../src/common/backend/backend.js';
+import { readMetrics } from '../src/common/io/metrics.js';
 
 test('--tensorboard writes event files, or says plainly that it cannot', async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-tb-'));

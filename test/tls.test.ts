@@ -6,7 +6,7 @@ import path from 'node:path';
 import https from 'node:https';
 import { execFileSync } from 'node:child_process';
 import { expect, test } from 'vitest';
-import { DEFAULTS } from '../src/common/config.js';
+import { DEFAULTS } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { runWorker } from '../src/worker/worker.js';
 import type { HostPort } from '../src/common/protocol/index.js';

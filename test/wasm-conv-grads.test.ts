@@ -9,8 +9,8 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/common/backend.js';
-import { Rng } from '../src/common/rng.js';
+import { initBackend } from '../src/common/backend/backend.js';
+import { Rng } from '../src/common/data/rng.js';
 
 type Pad = tf.Conv2DAttrs['pad'];
 type Shape4 = [number, number, number, number];

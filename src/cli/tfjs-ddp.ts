@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `tfjs-ddp <subcommand>`: utilities around training runs.
 import { Command, Option } from 'commander';
-import { runMain } from '../common/cli-errors.js';
+import { runMain } from '../common/cli/run-main.js';
 import { buildModelSpec, MODEL_NAMES } from '../common/model/spec.js';
 import { registerEvaluate } from './commands/evaluate.js';
 import { registerExport } from './commands/export.js';

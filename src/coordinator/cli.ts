@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import type { TlsFiles } from './dashboard/http-server.js';
-import { addTrainOptions, configFromOptions } from '../common/config.js';
-import { runMain, UsageError } from '../common/cli-errors.js';
-import { train } from '../common/trainer.js';
+import { addTrainOptions, configFromOptions } from '../common/training/config.js';
+import { runMain, UsageError } from '../common/cli/run-main.js';
+import { train } from '../common/training/single-process.js';
 import { runCoordinator } from './coordinator.js';
 import { WORKER_LOSS_POLICIES } from './membership.js';
 import { TOKEN_ENV } from './admission.js';

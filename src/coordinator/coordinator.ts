@@ -9,17 +9,17 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type { TrainConfig } from '../common/config.js';
+import type { TrainConfig } from '../common/training/config.js';
 import { loadDataset } from '../common/data/load-dataset.js';
 import { encodeDataset } from '../common/data/dataset-cache.js';
 import { buildModelSpec } from '../common/model/spec.js';
 import { learningRate } from '../common/optim/schedule.js';
-import { freshState, resumeState, saveCheckpoint, type TrainState } from '../common/train-state.js';
-import { writeSamples } from '../common/samples.js';
-import { TensorboardLog } from '../common/tensorboard.js';
-import type { ProgressStream } from '../common/progress.js';
+import { freshState, resumeState, saveCheckpoint, type RunState } from '../common/training/run-state.js';
+import { writeSamples } from '../common/io/plot/samples.js';
+import { TensorboardLog } from '../common/io/tensorboard.js';
+import type { ProgressStream } from '../common/io/progress.js';
 import { CONTROL_PATH, type AllReduceKind, type HostPort } from '../common/protocol/index.js';
-import type { BackendChoice } from '../common/types.js';
+import type { BackendChoice } from '../common/backend/names.js';
 import { Admission, resolveToken } from './admission.js';
 import { Lobby } from './lobby.js';
 import { Watchdog } from './watchdog.js';
@@ -75,7 +75,7 @@ export interface CoordinatorOptions {
 
 export interface CoordinatorResult extends LoopResult {
   /** Final state (rank 0's; every rank's checksum agreed): weights, momentum, BatchNorm statistics, step. */
-  state: TrainState;
+  state: RunState;
   /** The configuration actually run (after --per-worker-batch scaling). */
   config: TrainConfig;
   /** Each time the group was re-formed: at which committed step, its size before and after, and who was lost. */

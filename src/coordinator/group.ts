@@ -6,8 +6,8 @@
 // every member starts the group identical.
 
 import { randomInt } from 'node:crypto';
-import type { TrainConfig } from '../common/config.js';
-import type { TrainState } from '../common/train-state.js';
+import type { TrainConfig } from '../common/training/config.js';
+import type { RunState } from '../common/training/run-state.js';
 import { StarHub, StarHubServer } from '../common/allreduce/index.js';
 import {
   configHash, type AllReduceKind, type ControlConnection, type ControlMessage, type MessageOfType,
@@ -71,7 +71,7 @@ export class Group {
    * them again.
    */
   static async form(
-    members: Member[], state: TrainState, setup: GroupSetup, holders: { members: Set<Member>; checksum: string } | null = null,
+    members: Member[], state: RunState, setup: GroupSetup, holders: { members: Set<Member>; checksum: string } | null = null,
   ): Promise<Group> {
     const { cfg, allreduce, log, feed } = setup;
     const worldSize = members.length;

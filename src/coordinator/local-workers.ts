@@ -11,9 +11,9 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Piscina } from 'piscina';
-import { tensorflowInstalled } from '../common/backend.js';
-import { resolveWorkerScript } from '../common/worker-script.js';
-import type { BackendChoice } from '../common/types.js';
+import { tensorflowInstalled } from '../common/backend/backend.js';
+import { resolveWorkerScript } from '../common/fs/worker-script.js';
+import type { BackendChoice } from '../common/backend/names.js';
 import type { WorkerOptions } from '../worker/worker.js';
 import { TOKEN_ENV } from './admission.js';
 

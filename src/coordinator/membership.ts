@@ -4,7 +4,7 @@
 // The last consistent state is the last committed step C (every rank
 // reported it). A rank applies step C + 1 only after `commit C`, so when a
 // rank is lost every survivor is at C or C + 1, and the one step it may be
-// past C is undone from the copy it keeps (TrainingState). The procedure:
+// past C is undone from the copy it keeps (ReplicaState). The procedure:
 //
 //   1. halt {step: C} to every member; a member that answers `halted` is a
 //      survivor, one whose socket closes, that fails, or that the watchdog
@@ -21,7 +21,7 @@
 //
 // A failure during any of this starts it again with the members that remain.
 
-import type { TrainState } from '../common/train-state.js';
+import type { RunState } from '../common/training/run-state.js';
 import type { HaltedMessage } from '../common/protocol/index.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
 import type { Lobby } from './lobby.js';
@@ -50,7 +50,7 @@ export class Membership {
   /** Every group this run has had, by size: for the run's summary. */
   readonly changes: { step: number; from: number; to: number; lost: string[] }[] = [];
 
-  constructor(public group: Group, private readonly state: TrainState, private readonly o: MembershipOptions) {}
+  constructor(public group: Group, private readonly state: RunState, private readonly o: MembershipOptions) {}
 
   /** Current members, in rank order. */
   get members(): Member[] {
@@ -209,7 +209,7 @@ function averageStats(halted: HaltedMessage[]): Float32Array {
 }
 
 /** The committed weights and momentum, from one survivor (they are identical on all). */
-async function fetchWeights(member: Member, state: TrainState): Promise<void> {
+async function fetchWeights(member: Member, state: RunState): Promise<void> {
   try {
     member.conn.send({ type: 'snapshot' });
     const { step, weights, momentum } = await member.conn.expect('state');

@@ -9,14 +9,14 @@
 // final state.
 
 import path from 'node:path';
-import type { TrainConfig } from '../common/config.js';
+import type { TrainConfig } from '../common/training/config.js';
 import type { ModelSpec } from '../common/model/spec.js';
 import { learningRate } from '../common/optim/schedule.js';
-import { saveCheckpoint, type TrainState } from '../common/train-state.js';
-import { TensorboardLog } from '../common/tensorboard.js';
-import { appendMetrics, formatEpochLine, type EpochMetrics } from '../common/metrics.js';
-import { ProgressBar, type ProgressStream } from '../common/progress.js';
-import { writeCurvesPng } from '../common/plot.js';
+import { saveCheckpoint, type RunState } from '../common/training/run-state.js';
+import { TensorboardLog } from '../common/io/tensorboard.js';
+import { appendMetrics, formatEpochLine, type EpochMetrics } from '../common/io/metrics.js';
+import { ProgressBar, type ProgressStream } from '../common/io/progress.js';
+import { writeCurvesPng } from '../common/io/plot/charts.js';
 import type { MessageOfType } from '../common/protocol/index.js';
 import { MemberFailure, type Group } from './group.js';
 import type { Membership } from './membership.js';
@@ -77,7 +77,7 @@ async function resilient<T>(membership: Membership, exchange: (group: Group) => 
 }
 
 export async function trainingLoop(
-  cfg: TrainConfig, spec: ModelSpec, state: TrainState, membership: Membership, o: LoopOptions,
+  cfg: TrainConfig, spec: ModelSpec, state: RunState, membership: Membership, o: LoopOptions,
 ): Promise<LoopResult> {
   const metricsFile = path.join(cfg.out, 'metrics.jsonl');
   const stepsPerEpoch = Math.ceil(o.trainCount / cfg.batchSize);
@@ -209,7 +209,7 @@ export async function trainingLoop(
 
 /** Adds a committed step's sums to the epoch's totals, and its times (unless a warm-up step) to the breakdown. */
 function countStep(
-  reports: MessageOfType<'step'>[], state: TrainState, watchdog: Watchdog,
+  reports: MessageOfType<'step'>[], state: RunState, watchdog: Watchdog,
   timing: { reduceMs: number; stepMs: number; dataMs: number; gradMs: number; rankSteps: number } | null,
 ): void {
   const totals = state.epochTotals;
@@ -228,7 +228,7 @@ function countStep(
 }
 
 /** One step on the dashboard: the step's loss over the global batch, the slowest all-reduce, each rank's speed. */
-function showStep(feed: RunFeed, group: Group, reports: MessageOfType<'step'>[], state: TrainState, stepsPerEpoch: number): void {
+function showStep(feed: RunFeed, group: Group, reports: MessageOfType<'step'>[], state: RunState, stepsPerEpoch: number): void {
   const count = reports.reduce((n, r) => n + r.count, 0);
   feed.step({
     step: state.step,
@@ -243,7 +243,7 @@ function showStep(feed: RunFeed, group: Group, reports: MessageOfType<'step'>[],
 }
 
 /** Asks every rank for a snapshot, checks that they agree, and copies rank 0's tensors into `state`. */
-async function snapshot(group: Group, state: TrainState, when: string): Promise<void> {
+async function snapshot(group: Group, state: RunState, when: string): Promise<void> {
   group.broadcast({ type: 'snapshot' });
   const states = await group.gather('state');
   compareChecksums(states.map((st) => st.checksum), when);

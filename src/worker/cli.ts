@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `worker --connect host:port --token T`: joins a coordinator as one data-parallel replica.
 import { Command, Option } from 'commander';
-import { runMain, UsageError } from '../common/cli-errors.js';
-import type { BackendChoice } from '../common/types.js';
+import { runMain, UsageError } from '../common/cli/run-main.js';
+import type { BackendChoice } from '../common/backend/names.js';
 import { CACHE_ENV, defaultCacheDir } from '../common/data/dataset-cache.js';
 import { TOKEN_ENV } from '../common/protocol/index.js';
 import { parseCoordinatorAddress, runWorker } from './worker.js';

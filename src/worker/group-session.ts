@@ -8,22 +8,24 @@
 // state back to the committed step.
 
 import * as tf from '@tensorflow/tfjs-core';
-import { describeBackend, initBackend } from '../common/backend.js';
+import { describeBackend, initBackend } from '../common/backend/backend.js';
 import { buildModelSpec } from '../common/model/spec.js';
-import { Replica } from '../common/replica.js';
+import { Replica } from '../common/model/replica.js';
 import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
 import { learningRate } from '../common/optim/schedule.js';
-import { globalBatches, shardRange } from '../common/sampler.js';
-import { evaluateRange } from '../common/evaluation.js';
-import { BatchLoader } from '../common/batch-loader.js';
-import { NORMALIZE, type TrainConfig } from '../common/config.js';
+import { globalBatches, shardRange } from '../common/data/sampler.js';
+import { evaluateRange } from '../common/training/evaluation.js';
+import { BatchLoader } from '../common/data/batch-loader.js';
+import type { TrainConfig } from '../common/training/config.js';
+import { NORMALIZE } from '../common/data/augment.js';
 import {
   connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
 } from '../common/allreduce/index.js';
 import type { ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
-import type { BackendChoice, Dataset } from '../common/types.js';
+import type { BackendChoice } from '../common/backend/names.js';
+import type { Dataset } from '../common/data/types.js';
 import { HaltSignal, type SessionInbox } from './session-inbox.js';
-import type { TrainingState } from './training-state.js';
+import type { ReplicaState } from './replica-state.js';
 
 /**
  * Fault injection for reliability tests and drills: "rank:step,..." makes
@@ -57,7 +59,7 @@ export interface SessionContext {
   inbox: SessionInbox;
   init: InitMessage;
   data: Dataset;
-  state: TrainingState;
+  state: ReplicaState;
   backend?: BackendChoice;
   ringHost?: string;
   ringPort?: number;
@@ -174,7 +176,7 @@ async function linkFailed(ctx: SessionContext, err: Error): Promise<never> {
 class GroupTrainer {
   private readonly cfg: TrainConfig;
   private readonly init: InitMessage;
-  private readonly state: TrainingState;
+  private readonly state: ReplicaState;
   private readonly grad: Float32Array;
   /**
    * Whether the running statistics changed since they were last averaged

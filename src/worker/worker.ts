@@ -13,10 +13,11 @@ import {
   ControlConnection, configHash, CONTROL_PATH, PROTOCOL_VERSION,
   type HostPort, type InitMessage,
 } from '../common/protocol/index.js';
-import type { BackendChoice, Dataset } from '../common/types.js';
+import type { BackendChoice } from '../common/backend/names.js';
+import type { Dataset } from '../common/data/types.js';
 import { runGroupSession, type SessionEnd } from './group-session.js';
 import { HaltSignal, SessionInbox } from './session-inbox.js';
-import { TrainingState } from './training-state.js';
+import { ReplicaState } from './replica-state.js';
 
 export { FAULT_ENV } from './group-session.js';
 
@@ -154,7 +155,7 @@ async function serveGroups(conn: ControlConnection, first: InitMessage, options:
     }
   }, first.heartbeatMs);
   let held: { hash: string; data: Dataset } | null = null;
-  let state: TrainingState | null = null;
+  let state: ReplicaState | null = null;
   try {
     for (let init: InitMessage | null = first; init !== null;) {
       if (configHash(init.config) !== init.configHash) throw new Error('the run configuration arrived damaged (hash mismatch)');
@@ -185,8 +186,8 @@ async function serveGroups(conn: ControlConnection, first: InitMessage, options:
 }
 
 /** A new group's state: the one sent, or this worker's own (a survivor's), checked against the coordinator's checksum. */
-function stateForGroup(init: InitMessage, own: TrainingState | null): TrainingState {
-  if (init.stateIncluded) return new TrainingState(init);
+function stateForGroup(init: InitMessage, own: ReplicaState | null): ReplicaState {
+  if (init.stateIncluded) return new ReplicaState(init);
   const mine = own ? `step ${own.step}, checksum ${own.optimizerChecksum()}` : 'no state';
   if (!own || own.step !== init.step || own.optimizerChecksum() !== init.stateChecksum) {
     throw new Error(`the coordinator counts on this worker holding step ${init.step} (checksum ${init.stateChecksum}); it holds ${mine}`);
@@ -201,7 +202,7 @@ function stateForGroup(init: InitMessage, own: TrainingState | null): TrainingSt
  * After a halt: rolls back to the committed step and reports it, answers a
  * request for the state, and returns the next group's `init` (null on done).
  */
-async function waitForNextGroup(conn: ControlConnection, state: TrainingState, step: number): Promise<InitMessage | null> {
+async function waitForNextGroup(conn: ControlConnection, state: ReplicaState, step: number): Promise<InitMessage | null> {
   const reportHalted = (at: number): void => {
     state.rollBackTo(at);
     conn.send({ type: 'halted', step: state.step, checksum: state.optimizerChecksum(), runningStats: state.runningStats });

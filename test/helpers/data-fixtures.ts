@@ -7,8 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { afterEach } from 'vitest';
-import { Rng } from '../../src/common/rng.js';
-import type { ImageSet } from '../../src/common/types.js';
+import { Rng } from '../../src/common/data/rng.js';
+import type { ImageSet } from '../../src/common/data/types.js';
 
 export const CIFAR_RECORD = 3073;
 export const CIFAR_TRAIN_FILES = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'];

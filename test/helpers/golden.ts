@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readSafetensors, type SafetensorsContents } from '../../src/common/safetensors.js';
+import { readSafetensors, type SafetensorsContents } from '../../src/common/io/safetensors.js';
 import { buildModelSpec, type ModelName, type ModelSpec } from '../../src/common/model/spec.js';
 import { fromTorch, stateFromTorch, type ModelState } from '../../src/common/model/torch-layout.js';
 

@@ -3,8 +3,8 @@
 // which takes under 1 s where cpu takes 25 s; the checkpoint is the same kind.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULTS, type TrainConfig } from '../../src/common/config.js';
-import { train, type TrainResult } from '../../src/common/trainer.js';
+import { DEFAULTS, type TrainConfig } from '../../src/common/training/config.js';
+import { train, type TrainResult } from '../../src/common/training/single-process.js';
 import { makeTempDir } from './data-fixtures.js';
 
 export interface SmallCheckpoint {

@@ -4,18 +4,18 @@
 // test set it reproduces the test_acc the run reported.
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { makeBatch } from '../../common/augment.js';
-import { describeBackend, initBackend } from '../../common/backend.js';
-import { UsageError } from '../../common/cli-errors.js';
-import { NORMALIZE } from '../../common/config.js';
-import { argmaxRows, formatConfusion, summarize, type ConfusionSummary } from '../../common/confusion.js';
+import { makeBatch, NORMALIZE } from '../../common/data/augment.js';
+import { describeBackend, initBackend } from '../../common/backend/backend.js';
+import { UsageError } from '../../common/cli/run-main.js';
+import { argmaxRows, formatConfusion, summarize, type ConfusionSummary } from '../../common/io/confusion.js';
 import { datasetInfo } from '../../common/data/dataset-info.js';
 import { loadDataset } from '../../common/data/load-dataset.js';
-import { writeConfusionPng } from '../../common/plot.js';
-import { Replica, scoreLogits } from '../../common/replica.js';
-import { globalBatches } from '../../common/sampler.js';
-import { loadTrainedModel } from '../../common/trained-model.js';
-import type { BackendChoice, DatasetName } from '../../common/types.js';
+import { writeConfusionPng } from '../../common/io/plot/charts.js';
+import { Replica, scoreLogits } from '../../common/model/replica.js';
+import { globalBatches } from '../../common/data/sampler.js';
+import { loadTrainedModel } from '../../common/training/trained-model.js';
+import type { BackendChoice } from '../../common/backend/names.js';
+import type { DatasetName } from '../../common/data/types.js';
 import { backendOption, datasetOption, positiveInt } from './options.js';
 
 export interface EvaluateOptions {

@@ -3,14 +3,14 @@
 // as a PyTorch state_dict of the seed model.
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { initBackend } from '../../common/backend.js';
+import { initBackend } from '../../common/backend/backend.js';
 import { writeFileAtomic } from '../../common/fs/atomic-file.js';
-import { encodeSafetensors } from '../../common/safetensors.js';
-import { loadTrainedModel, type TrainedModel } from '../../common/trained-model.js';
-import { buildLayersModel } from '../../common/export/tfjs-layers-model.js';
-import { directorySaveHandler } from '../../common/export/tfjs-model-files.js';
-import { stateDictTensors } from '../../common/export/torch-state-dict.js';
-import { VERSION } from '../../common/version.js';
+import { encodeSafetensors } from '../../common/io/safetensors.js';
+import { loadTrainedModel, type TrainedModel } from '../../common/training/trained-model.js';
+import { buildLayersModel } from '../../common/io/export/tfjs-layers-model.js';
+import { directorySaveHandler } from '../../common/io/export/tfjs-model-files.js';
+import { stateDictTensors } from '../../common/io/export/torch-state-dict.js';
+import { packageVersion } from '../../common/fs/package-version.js';
 
 export const EXPORT_FORMATS = ['tfjs', 'safetensors'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -57,7 +57,7 @@ async function exportSafetensors(model: TrainedModel, out: string): Promise<stri
     num_classes: String(model.spec.config.numClasses),
     in_channels: String(model.spec.config.inChannels),
     step: String(model.step),
-    writer: `tfjs-ddp ${VERSION}`,
+    writer: `tfjs-ddp ${packageVersion()}`,
   });
   try {
     return await writeFileAtomic(out, SAFETENSORS_NAME, [bytes]);

@@ -4,15 +4,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { UsageError } from '../../common/cli-errors.js';
-import { checkpointFileName, listCheckpoints } from '../../common/checkpoint.js';
-import { DEFAULTS, type TrainConfig } from '../../common/config.js';
+import { UsageError } from '../../common/cli/run-main.js';
+import { checkpointFileName, listCheckpoints } from '../../common/io/checkpoint.js';
+import { DEFAULTS, type TrainConfig } from '../../common/training/config.js';
 import { DATASET_NAMES, datasetInfo, isDatasetName } from '../../common/data/dataset-info.js';
-import { stateDictFromSafetensors } from '../../common/export/torch-state-dict.js';
+import { StateDictFlagMismatch, stateDictFromSafetensors } from '../../common/io/export/torch-state-dict.js';
 import { MODEL_NAMES, type ModelName } from '../../common/model/spec.js';
-import { readSafetensors, SafetensorsError } from '../../common/safetensors.js';
-import { saveCheckpoint, type TrainState } from '../../common/train-state.js';
-import type { DatasetName } from '../../common/types.js';
+import { readSafetensors, SafetensorsError } from '../../common/io/safetensors.js';
+import { saveCheckpoint, type RunState } from '../../common/training/run-state.js';
+import type { DatasetName } from '../../common/data/types.js';
 import { datasetOption, positiveInt } from './options.js';
 
 export interface ImportOptions {
@@ -42,7 +42,7 @@ export async function runImport(file: string, opts: ImportOptions, log: (line: s
       : 'save the state_dict with safetensors.torch.save_file(model.state_dict(), path)';
     throw new Error(`cannot import ${err.message}; ${fix}`);
   }
-  const { config, spec, state } = stateDictFromSafetensors(contents, { prefix: opts.prefix, model: opts.model, width: opts.width });
+  const { config, spec, state } = asUsageError(() => stateDictFromSafetensors(contents, { prefix: opts.prefix, model: opts.model, width: opts.width }));
   if (!DATASET_NAMES.some((d) => datasetInfo(d).classes.length === config.numClasses)) {
     throw new Error(`the model predicts ${config.numClasses} classes, and no tfjs-ddp dataset (${DATASET_NAMES.join(', ')}) has that many; it cannot be imported`);
   }
@@ -61,7 +61,7 @@ export async function runImport(file: string, opts: ImportOptions, log: (line: s
   }
 
   const cfg: TrainConfig = { ...DEFAULTS, model: config.name, width: config.width, norm: config.norm, dataset, out: opts.out };
-  const trainState: TrainState = {
+  const trainState: RunState = {
     weights: state.weights,
     // A zero buffer equals PyTorch's fresh one: the first SGD step then uses the plain gradient.
     momentum: new Float32Array(spec.paramCount),
@@ -78,6 +78,16 @@ export async function runImport(file: string, opts: ImportOptions, log: (line: s
     `${config.norm === 'batch' ? 'BatchNorm' : 'no normalisation'}, dataset ${dataset}, step ${trainState.step}`);
   log(`wrote ${written}`);
   return written;
+}
+
+/** A file that contradicts --model or --width is the flag's fault: exit 2, as for any bad flag. */
+function asUsageError<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof StateDictFlagMismatch) throw new UsageError(err.message);
+    throw err;
+  }
 }
 
 function chooseDataset(flag: DatasetName | undefined, fromMetadata: string | undefined, inChannels: number): DatasetName {

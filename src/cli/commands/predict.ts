@@ -3,15 +3,14 @@
 // was trained on (size, channels, Fashion-MNIST's frame) and normalised by
 // the same makeBatch as training.
 import { Command } from 'commander';
-import { makeBatch } from '../../common/augment.js';
-import { initBackend } from '../../common/backend.js';
-import { NORMALIZE } from '../../common/config.js';
+import { makeBatch, NORMALIZE } from '../../common/data/augment.js';
+import { initBackend } from '../../common/backend/backend.js';
 import { datasetInfo } from '../../common/data/dataset-info.js';
 import { toModelInput } from '../../common/image/model-input.js';
 import { readImageFile } from '../../common/image/read-image.js';
-import { Replica } from '../../common/replica.js';
-import { loadTrainedModel } from '../../common/trained-model.js';
-import type { BackendChoice } from '../../common/types.js';
+import { Replica } from '../../common/model/replica.js';
+import { loadTrainedModel } from '../../common/training/trained-model.js';
+import type { BackendChoice } from '../../common/backend/names.js';
 import { backendOption } from './options.js';
 
 export const TOP_K = 3;

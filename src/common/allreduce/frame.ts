@@ -34,7 +34,7 @@ export interface FrameHeader {
   type: FrameType;
   /** Identifies the training run, so frames from a stale run are rejected. */
   tag: number;
-  step: number;
+  seq: number;
   /** Length (elements) of the whole gradient being reduced. */
   total: number;
   /** Ring: stage within the phase (0..N-2). Star: 0. Hello: sender rank. */
@@ -47,11 +47,11 @@ export interface FrameHeader {
   count: number;
 }
 
-const FIELD_NAMES = ['magic', 'type', 'tag', 'step', 'total', 'stage', 'chunk', 'offset', 'count'] as const;
+const FIELD_NAMES = ['magic', 'type', 'tag', 'seq', 'total', 'stage', 'chunk', 'offset', 'count'] as const;
 
 export function writeHeader(frame: Uint8Array, h: FrameHeader): void {
   const view = new DataView(frame.buffer, frame.byteOffset, HEADER_BYTES);
-  const values = [FRAME_MAGIC, h.type, h.tag, h.step, h.total, h.stage, h.chunk, h.offset, h.count];
+  const values = [FRAME_MAGIC, h.type, h.tag, h.seq, h.total, h.stage, h.chunk, h.offset, h.count];
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (!Number.isInteger(v) || v < 0 || v > MAX_U32) {
@@ -98,7 +98,7 @@ export class FrameError extends Error {
 
 /**
  * Reads and checks the header of a received frame: magic, a known type, and
- * a byte length that matches the element count. Semantic checks (step, type
+ * a byte length that matches the element count. Semantic checks (seq, type
  * expected at this point, offsets) are the caller's job.
  */
 export function readHeader(frame: Uint8Array): FrameHeader {
@@ -120,7 +120,7 @@ export function readHeader(frame: Uint8Array): FrameHeader {
   const header: FrameHeader = {
     type: type as FrameType,
     tag: view.getUint32(8, true),
-    step: view.getUint32(12, true),
+    seq: view.getUint32(12, true),
     total: view.getUint32(16, true),
     stage: view.getUint32(20, true),
     chunk: view.getUint32(24, true),
@@ -165,12 +165,12 @@ export function payloadView(frame: Uint8Array): Float32Array {
  * Checks that a frame belongs to the all-reduce in progress; returns what is
  * wrong, or undefined if it matches.
  */
-export function runMismatch(h: FrameHeader, expected: { tag: number; step: number; total: number }): string | undefined {
+export function runMismatch(h: FrameHeader, expected: { tag: number; seq: number; total: number }): string | undefined {
   if (h.tag !== expected.tag) {
     return `frame has run tag ${h.tag} but this run's tag is ${expected.tag} (a peer from another run?)`;
   }
-  if (h.step !== expected.step) {
-    return `frame is for step ${h.step} but this rank is reducing step ${expected.step}; ranks are out of step`;
+  if (h.seq !== expected.seq) {
+    return `frame is for all-reduce #${h.seq} but this rank is on all-reduce #${expected.seq}; the ranks are out of order`;
   }
   if (h.total !== expected.total) {
     return (

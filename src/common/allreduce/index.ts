@@ -6,7 +6,7 @@
 //                send endpoint.address to the coordinator;
 //   coordinator: tells rank r the address of rank (r - 1 + N) % N;
 //   worker r:    const reducer = new RingAllReducer(await endpoint.connect(prevAddress), { tag });
-//                await reducer.allReduceSum(grads, step);   // every step, in place
+//                await reducer.allReduceSum(grads, seq);   // every step, in place; seq counts the calls
 //
 // Wiring the star (hub in the coordinator):
 //   coordinator: const server = await StarHubServer.listen({ worldSize, host, port, tag });
@@ -14,12 +14,13 @@
 //                ... at the end: await hub.close(); await serving;   (before the workers leave)
 //   worker r:    const reducer = new StarAllReducer(await connectToStarHub(server.address, { rank, worldSize, tag }), rank, worldSize, { tag });
 
-export type { AllReducer, Link, RingLinks } from './transport.js';
+export type { Link, RingLinks } from './transport/link.js';
+export type { AllReducer } from './reducer.js';
 export { RingAllReducer, type RingAllReducerOptions } from './ring.js';
 export { StarAllReducer, StarHub, type StarOptions } from './star.js';
 export { AllReduceError } from './errors.js';
 export { DEFAULT_CHUNK_ELEMENTS, RingLayout } from './layout.js';
-export { createMemoryLinkPair, createMemoryRing, type MemoryLinkOptions } from './memory-transport.js';
+export { createMemoryLinkPair, createMemoryRing, type MemoryLinkOptions } from './transport/memory.js';
 export {
   connectToStarHub,
   createLocalWsRing,
@@ -31,4 +32,4 @@ export {
   type RingEndpointOptions,
   type StarClientOptions,
   type StarHubServerOptions,
-} from './ws-transport.js';
+} from './transport/ws.js';

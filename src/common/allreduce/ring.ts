@@ -27,11 +27,14 @@ import {
   runMismatch,
   type FrameHeader,
 } from './frame.js';
-import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage, ReduceGuard } from './errors.js';
+import { AllReduceError, errorMessage } from './errors.js';
+import { checkRankAndWorld, checkReduceArgs, checkTag } from './checks.js';
+import { ReduceGuard } from './reduce-guard.js';
 import { checkChunkElements, DEFAULT_CHUNK_ELEMENTS, mod, RingLayout } from './layout.js';
-import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './send-window.js';
+import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './transport/send-window.js';
 import { addInto } from './sum.js';
-import type { AllReducer, RingLinks } from './transport.js';
+import type { RingLinks } from './transport/link.js';
+import type { AllReducer } from './reducer.js';
 
 export interface RingAllReducerOptions {
   /** Elements per frame payload; default 262144 (1 MiB). */
@@ -72,24 +75,24 @@ export class RingAllReducer implements AllReducer {
     }
   }
 
-  async allReduceSum(buf: Float32Array, step: number): Promise<void> {
-    checkReduceArgs(buf, step);
-    await this.guard.run(this.where(step), () => (this.worldSize === 1 ? Promise.resolve() : this.reduce(buf, step)));
+  async allReduceSum(buf: Float32Array, seq: number): Promise<void> {
+    checkReduceArgs(buf, seq);
+    await this.guard.run(this.where(seq), () => (this.worldSize === 1 ? Promise.resolve() : this.reduce(buf, seq)));
   }
 
   async close(): Promise<void> {
     await this.guard.close();
   }
 
-  private where(step: number): string {
-    return `ring all-reduce (rank ${this.rank} of ${this.worldSize}, step ${step})`;
+  private where(seq: number): string {
+    return `ring all-reduce (rank ${this.rank} of ${this.worldSize}, all-reduce #${seq})`;
   }
 
-  private async reduce(buf: Float32Array, step: number): Promise<void> {
+  private async reduce(buf: Float32Array, seq: number): Promise<void> {
     const layout = new RingLayout(buf.length, this.worldSize, this.chunkElements);
     const window = new SendWindow(this.maxInFlightBytes);
     const { toNext } = this.links;
-    const base = { tag: this.tag, step, total: buf.length };
+    const base = { tag: this.tag, seq, total: buf.length };
 
     // Stage 0 of reduce-scatter: this rank's own segment, copied into frames
     // (the only copy on the send side; `buf` is overwritten later on).
@@ -101,24 +104,24 @@ export class RingAllReducer implements AllReducer {
       }
     };
 
-    await Promise.all([sendOwnSegment(), this.receiveAll(buf, step, layout, window)]);
+    await Promise.all([sendOwnSegment(), this.receiveAll(buf, seq, layout, window)]);
     await window.drain();
   }
 
-  private async receiveAll(buf: Float32Array, step: number, layout: RingLayout, window: SendWindow): Promise<void> {
+  private async receiveAll(buf: Float32Array, seq: number, layout: RingLayout, window: SendWindow): Promise<void> {
     const { fromPrev, toNext } = this.links;
     const n = this.worldSize;
     const k = layout.chunksPerSegment;
     const framesPerPhase = (n - 1) * k;
     const seen = new Uint8Array(2 * framesPerPhase);
-    const expectedRun = { tag: this.tag, step, total: buf.length };
+    const expectedRun = { tag: this.tag, seq, total: buf.length };
 
     for (let received = 0; received < seen.length; received++) {
       let raw: Uint8Array;
       try {
         raw = await fromPrev.recv();
       } catch (err) {
-        throw new AllReduceError(`${this.where(step)}: ${errorMessage(err)}`, fromPrev.peer, { cause: err });
+        throw new AllReduceError(`${this.where(seq)}: ${errorMessage(err)}`, fromPrev.peer, { cause: err });
       }
       const frame = alignFrame(raw);
       const header = this.checkFrame(frame, expectedRun, layout, seen, framesPerPhase);
@@ -148,14 +151,14 @@ export class RingAllReducer implements AllReducer {
   /** Parses a frame and checks it is one this rank expects now; throws naming the sender. */
   private checkFrame(
     frame: Uint8Array,
-    expectedRun: { tag: number; step: number; total: number },
+    expectedRun: { tag: number; seq: number; total: number },
     layout: RingLayout,
     seen: Uint8Array,
     framesPerPhase: number,
   ): FrameHeader {
     const peer = this.links.fromPrev.peer;
     const reject = (problem: string): never => {
-      throw new AllReduceError(`${this.where(expectedRun.step)}: bad frame from ${peer}: ${problem}`, peer);
+      throw new AllReduceError(`${this.where(expectedRun.seq)}: bad frame from ${peer}: ${problem}`, peer);
     };
     let h: FrameHeader;
     try {

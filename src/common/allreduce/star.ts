@@ -18,11 +18,14 @@ import {
   runMismatch,
   type FrameHeader,
 } from './frame.js';
-import { AllReduceError, checkRankAndWorld, checkReduceArgs, checkTag, errorMessage, ReduceGuard } from './errors.js';
+import { AllReduceError, errorMessage } from './errors.js';
+import { checkRankAndWorld, checkReduceArgs, checkTag } from './checks.js';
+import { ReduceGuard } from './reduce-guard.js';
 import { checkChunkElements, DEFAULT_CHUNK_ELEMENTS, starChunk, starChunkCount } from './layout.js';
-import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './send-window.js';
+import { DEFAULT_MAX_IN_FLIGHT_BYTES, SendWindow } from './transport/send-window.js';
 import { addInto } from './sum.js';
-import type { AllReducer, Link } from './transport.js';
+import type { Link } from './transport/link.js';
+import type { AllReducer } from './reducer.js';
 
 export interface StarOptions {
   /** Elements per frame payload; default 262144 (1 MiB). Workers only. */
@@ -69,20 +72,20 @@ export class StarAllReducer implements AllReducer {
     }
   }
 
-  async allReduceSum(buf: Float32Array, step: number): Promise<void> {
-    checkReduceArgs(buf, step);
-    const where = `star all-reduce (rank ${this.rank} of ${this.worldSize}, step ${step})`;
-    await this.guard.run(where, () => this.reduce(buf, step, where));
+  async allReduceSum(buf: Float32Array, seq: number): Promise<void> {
+    checkReduceArgs(buf, seq);
+    const where = `star all-reduce (rank ${this.rank} of ${this.worldSize}, all-reduce #${seq})`;
+    await this.guard.run(where, () => this.reduce(buf, seq, where));
   }
 
   async close(): Promise<void> {
     await this.guard.close();
   }
 
-  private async reduce(buf: Float32Array, step: number, where: string): Promise<void> {
+  private async reduce(buf: Float32Array, seq: number, where: string): Promise<void> {
     const chunks = starChunkCount(buf.length, this.chunkElements);
     const window = new SendWindow(this.maxInFlightBytes);
-    const run = { tag: this.tag, step, total: buf.length };
+    const run = { tag: this.tag, seq, total: buf.length };
 
     const upload = async (): Promise<void> => {
       for (let j = 0; j < chunks; j++) {
@@ -159,10 +162,10 @@ export class StarHub {
     }
   }
 
-  /** Performs one all-reduce round; resolves with its step and length. */
-  async reduceOnce(): Promise<{ step: number; total: number }> {
+  /** Performs one all-reduce round; resolves with its seq and length. */
+  async reduceOnce(): Promise<{ seq: number; total: number }> {
     const window = new SendWindow(this.maxInFlightBytes);
-    let run: { tag: number; step: number; total: number } | undefined;
+    let run: { tag: number; seq: number; total: number } | undefined;
     let where = 'star hub';
     let offset = 0;
     for (let j = 0; ; j++) {
@@ -186,8 +189,8 @@ export class StarHub {
         if (h.type !== FrameType.StarUp) reject(`expected a StarUp frame, got ${FrameType[h.type]}`);
         if (!run) {
           if (h.tag !== this.tag) reject(`frame has run tag ${h.tag} but this run's tag is ${this.tag}`);
-          run = { tag: h.tag, step: h.step, total: h.total };
-          where = `star hub (step ${h.step})`;
+          run = { tag: h.tag, seq: h.seq, total: h.total };
+          where = `star hub (all-reduce #${h.seq})`;
         }
         const mismatch = runMismatch(h, run);
         if (mismatch) reject(mismatch);
@@ -221,7 +224,7 @@ export class StarHub {
     await window.drain().catch((err: unknown) => {
       throw new AllReduceError(`${where}: ${errorMessage(err)}`, undefined, { cause: err });
     });
-    return { step: run!.step, total: run!.total };
+    return { seq: run!.seq, total: run!.total };
   }
 
   async close(): Promise<void> {

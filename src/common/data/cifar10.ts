@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Dataset, ImageSet } from '../types.js';
+import type { Dataset, ImageSet } from './types.js';
 import { DatasetError, DatasetMissingError } from './errors.js';
 
 export const CIFAR10_CLASSES = [

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { readFile, unlink } from 'node:fs/promises';
 import { writeFileAtomic } from '../fs/atomic-file.js';
-import type { Dataset, DatasetName, ImageSet } from '../types.js';
+import type { Dataset, DatasetName, ImageSet } from './types.js';
 
 const MAGIC = Buffer.from('TFDDPDS1', 'ascii');
 export const CACHE_ENV = 'TFJS_DDP_CACHE';

@@ -1,12 +1,12 @@
 // What a model trained on each dataset takes in and predicts, known without
 // loading any data: predict, export and import only have a checkpoint's
 // config, and must not read (or download) a dataset to name its classes.
-import type { DatasetName } from '../types.js';
+import { DATASET_NAMES, type DatasetName } from './types.js';
 import { CIFAR10_CLASSES } from './cifar10.js';
 import { FASHION_MNIST_CLASSES } from './fashion-mnist.js';
 import { SYNTHETIC_CLASSES } from './synthetic.js';
 
-export const DATASET_NAMES: readonly DatasetName[] = ['cifar10', 'fashion-mnist', 'synthetic'];
+export { DATASET_NAMES };
 
 export interface DatasetInfo {
   name: DatasetName;

@@ -2,11 +2,11 @@
 // generate it, then apply --train-limit / --test-limit as balanced subsets.
 
 import * as path from 'node:path';
-import type { Dataset, DatasetName, ImageSet } from '../types.js';
+import type { Dataset, DatasetName, ImageSet } from './types.js';
 import { DEFAULT_CIFAR10_DIR, loadCifar10 } from './cifar10.js';
 import { type Cifar10SourceOptions, ensureCifar10 } from './cifar10-download.js';
 import { DEFAULT_FASHION_MNIST_DIR, loadFashionMnist } from './fashion-mnist.js';
-import { seedFor } from '../rng.js';
+import { seedFor } from './rng.js';
 import { balancedSubset } from './subset.js';
 import { generateSynthetic } from './synthetic.js';
 

@@ -3,8 +3,8 @@
 // picks which ones from the seed, and keeps them in their original order so
 // that a subset of an ordered file still reads in that order.
 
-import type { ImageSet } from '../types.js';
-import { Rng } from '../rng.js';
+import type { ImageSet } from './types.js';
+import { Rng } from './rng.js';
 
 /**
  * Returns `limit` images from `set` with class counts as equal as possible.

@@ -15,8 +15,8 @@
 // frequency filters, which it does within an epoch or two, but the jitter and
 // noise keep it from being perfect at once.
 
-import type { Dataset, ImageSet } from '../types.js';
-import { Rng, seedFor } from '../rng.js';
+import type { Dataset, ImageSet } from './types.js';
+import { Rng, seedFor } from './rng.js';
 
 export const SYNTHETIC_TRAIN_COUNT = 5000;
 export const SYNTHETIC_TEST_COUNT = 1000;

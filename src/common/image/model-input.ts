@@ -2,7 +2,7 @@
 // the right channel count, the right size (with Fashion-MNIST's zero frame),
 // as an ImageSet, so augment.ts's makeBatch normalises it exactly as training did.
 import type { DatasetInfo } from '../data/dataset-info.js';
-import type { ImageSet } from '../types.js';
+import type { ImageSet } from '../data/types.js';
 import type { RgbaImage } from './read-image.js';
 
 /** ITU-R 601-2 luma, what PIL's convert('L') uses (and so torchvision's Grayscale). */

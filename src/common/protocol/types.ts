@@ -3,7 +3,7 @@
 // the rules of who waits for whom are in docs/PROTOCOL.md. Gradients never
 // travel here: they go through the all-reduce links (src/common/allreduce).
 
-import type { TrainConfig } from '../config.js';
+import type { TrainConfig } from '../training/config.js';
 
 /** Bumped on any incompatible change to the messages below. */
 export const PROTOCOL_VERSION = 2;

@@ -7,8 +7,8 @@
 // Nothing secret enters here: the token is never passed in, and the config is
 // copied field by field.
 
-import type { TrainConfig } from '../../common/config.js';
-import type { EpochMetrics } from '../../common/metrics.js';
+import type { TrainConfig } from '../../common/training/config.js';
+import type { EpochMetrics } from '../../common/io/metrics.js';
 
 export type WorkerState = 'joined' | 'ready' | 'training' | 'evaluating' | 'done' | 'failed';
 

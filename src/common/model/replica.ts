@@ -1,0 +1,192 @@
+// One model replica on the current TensorFlow.js backend. It owns the device
+// copy of the weights and turns a batch into a flat gradient vector; everything
+// that must be identical across replicas (optimizer, schedule, running
+// statistics) happens on the host over flat Float32Arrays, outside this class.
+import * as tf from '@tensorflow/tfjs-core';
+import { forward, type ForwardMode, type ParamTensors } from './forward.js';
+import type { ModelSpec } from './spec.js';
+
+export interface Batch {
+  /** NHWC, normalised. */
+  x: Float32Array;
+  y: Int32Array;
+  count: number;
+}
+
+export interface BatchResult {
+  /** Sum over the batch of the per-sample cross-entropy (not normalised). */
+  lossSum: number;
+  correct: number;
+  count: number;
+}
+
+export interface GradientResult extends BatchResult {
+  /**
+   * Batch statistics in the running-statistics layout: per BatchNorm, the mean
+   * then the *unbiased* variance (what PyTorch feeds its running average).
+   * Null when the model has no BatchNorm or the replica had no samples.
+   */
+  batchStats: Float32Array | null;
+}
+
+interface LayerStats { mean: tf.Tensor1D; variance: tf.Tensor1D; count: number }
+
+export class Replica {
+  private params: tf.Tensor[] = [];
+
+  constructor(
+    readonly spec: ModelSpec,
+    weights: Float32Array,
+    private readonly imageShape: [number, number, number] = [32, 32, spec.config.inChannels],
+  ) {
+    this.setWeights(weights);
+  }
+
+  /** Replaces the device weights with a copy of the flat vector. */
+  setWeights(weights: Float32Array): void {
+    if (weights.length !== this.spec.paramCount) {
+      throw new Error(`weights have ${weights.length} values, the model needs ${this.spec.paramCount}`);
+    }
+    // slice(): the cpu backend keeps the very array it is given, and the
+    // optimizer goes on mutating the flat vector in place.
+    const fresh = this.spec.params.map((p) => tf.tensor(weights.slice(p.offset, p.offset + p.size), p.shape, 'float32'));
+    tf.dispose(this.params);
+    this.params = fresh;
+  }
+
+  /** Reads the device weights back into one flat vector. */
+  getWeights(): Float32Array {
+    const flat = new Float32Array(this.spec.paramCount);
+    this.spec.params.forEach((p, i) => flat.set(this.params[i].dataSync() as Float32Array, p.offset));
+    return flat;
+  }
+
+  /**
+   * Gradient of `lossScale * sum(cross-entropy)` over the batch, written into
+   * `gradOut`. With lossScale = 1 / globalBatch, the sum of the replicas'
+   * gradients is the gradient of the mean loss over the global batch.
+   */
+  computeGradients(batch: Batch, lossScale: number, gradOut: Float32Array): GradientResult {
+    if (gradOut.length !== this.spec.paramCount) throw new Error('gradient buffer has the wrong length');
+    if (batch.count === 0) {
+      gradOut.fill(0);
+      return { lossSum: 0, correct: 0, count: 0, batchStats: null };
+    }
+    const stats = new Map<string, LayerStats>();
+    const kept: tf.Tensor[] = [];
+    const x = this.input(batch);
+    const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(batch.y, 'int32'), this.spec.config.numClasses));
+    try {
+      const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
+        const logits = forward(this.spec, this.named(ps), x, {
+          kind: 'train',
+          onBatchStats: (name, mean, variance, count) => {
+            stats.set(name, { mean, variance, count });
+            kept.push(mean, variance);
+          },
+        });
+        kept.push(tf.keep(logits));
+        return tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), lossScale) as tf.Scalar;
+      })(this.params);
+      this.spec.params.forEach((p, i) => gradOut.set(grads[i].dataSync() as Float32Array, p.offset));
+      tf.dispose([value, ...grads]);
+      const logits = kept[kept.length - 1] as tf.Tensor2D;
+      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats) };
+    } finally {
+      tf.dispose([x, labels, ...kept]);
+    }
+  }
+
+  /** Eval-mode loss sum and correct count, normalising with the given running statistics. */
+  evaluate(batch: Batch, runningStats: Float32Array): BatchResult {
+    if (batch.count === 0) return { lossSum: 0, correct: 0, count: 0 };
+    return scoreLogits(this.logits(batch, 'eval', runningStats), batch, this.spec.config.numClasses);
+  }
+
+  /** Logits without gradients: eval mode uses `runningStats`, train mode the batch's own. */
+  logits(batch: Batch, mode: 'train' | 'eval', runningStats?: Float32Array): Float32Array {
+    const kept: tf.Tensor[] = [];
+    try {
+      return tf.tidy(() => {
+        const forwardMode: ForwardMode =
+          mode === 'train'
+            ? { kind: 'train', onBatchStats: (_name, mean, variance) => kept.push(mean, variance) }
+            : { kind: 'eval', runningStats: this.runningStatTensors(runningStats) };
+        return forward(this.spec, this.named(this.params), this.input(batch), forwardMode).dataSync() as Float32Array;
+      });
+    } finally {
+      tf.dispose(kept);
+    }
+  }
+
+  dispose(): void {
+    tf.dispose(this.params);
+    this.params = [];
+  }
+
+  private named(tensors: tf.Tensor[]): ParamTensors {
+    return new Map(this.spec.params.map((p, i) => [p.name, tensors[i]]));
+  }
+
+  /** Must be called inside a tidy: the tensors are not tracked otherwise. */
+  private runningStatTensors(runningStats: Float32Array | undefined): Map<string, { mean: tf.Tensor1D; variance: tf.Tensor1D }> {
+    if (this.spec.batchNorms.length > 0 && runningStats?.length !== this.spec.runningStatsSize) {
+      throw new Error(`running statistics must have ${this.spec.runningStatsSize} values`);
+    }
+    return new Map(
+      this.spec.batchNorms.map((bn) => [
+        bn.name,
+        {
+          mean: tf.tensor1d(runningStats!.slice(bn.offset, bn.offset + bn.channels)),
+          variance: tf.tensor1d(runningStats!.slice(bn.offset + bn.channels, bn.offset + 2 * bn.channels)),
+        },
+      ]),
+    );
+  }
+
+  private input(batch: Batch): tf.Tensor4D {
+    const [h, w, c] = this.imageShape;
+    if (batch.x.length !== batch.count * h * w * c || batch.y.length !== batch.count) {
+      throw new Error(
+        `batch of ${batch.count} does not match its arrays (x ${batch.x.length}, y ${batch.y.length}) for ${h}x${w}x${c} images`,
+      );
+    }
+    return tf.tensor4d(batch.x, [batch.count, h, w, c]);
+  }
+
+  private readBatchStats(stats: Map<string, LayerStats>): Float32Array | null {
+    if (this.spec.batchNorms.length === 0) return null;
+    const out = new Float32Array(this.spec.runningStatsSize);
+    for (const bn of this.spec.batchNorms) {
+      const s = stats.get(bn.name);
+      if (!s) throw new Error(`internal: no batch statistics from ${bn.name}`);
+      out.set(s.mean.dataSync() as Float32Array, bn.offset);
+      const variance = s.variance.dataSync();
+      const unbias = s.count > 1 ? s.count / (s.count - 1) : 1;
+      for (let c = 0; c < bn.channels; c++) out[bn.offset + bn.channels + c] = variance[c] * unbias;
+    }
+    return out;
+  }
+}
+
+/** Cross-entropy sum and top-1 hits, in float64 on the host. */
+export function scoreLogits(logits: Float32Array, batch: { y: Int32Array; count: number }, numClasses: number): BatchResult {
+  let lossSum = 0;
+  let correct = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const row = logits.subarray(i * numClasses, (i + 1) * numClasses);
+    let max = -Infinity;
+    let arg = 0;
+    for (let j = 0; j < numClasses; j++) {
+      if (row[j] > max) {
+        max = row[j];
+        arg = j;
+      }
+    }
+    let sumExp = 0;
+    for (let j = 0; j < numClasses; j++) sumExp += Math.exp(row[j] - max);
+    lossSum += Math.log(sumExp) + max - row[batch.y[i]];
+    if (arg === batch.y[i]) correct++;
+  }
+  return { lossSum, correct, count: batch.count };
+}
