@@ -22,7 +22,8 @@ import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
+import { Command, Option } from 'commander';
 
 import {
   connectToStarHub,
@@ -35,9 +36,12 @@ import {
   type AllReducer,
   type PeerAddress,
 } from '../src/common/allreduce/index.js';
+import { choiceFlag, exitOnUsageError, intFlag, listFlag, portFlag } from '../src/common/cli/flags.js';
+import { runMain } from '../src/common/cli/run-main.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-const ALGOS = ['ring', 'star', 'gloo'];
+const ALGOS = ['ring', 'star', 'gloo'] as const;
+type Algo = (typeof ALGOS)[number];
 
 // ---------------------------------------------------------------------------
 // IPC plumbing
@@ -313,55 +317,70 @@ async function measureGloo(
   return { times: r.times_ms, peakRssMb: r.peak_rss_mb };
 }
 
-function parseList(s: string, what: string): number[] {
-  const values = s.split(',').map((x) => Number(x.trim()));
-  if (values.some((v) => !Number.isInteger(v) || v < 1)) throw new Error(`--${what} must be a comma-separated list of positive integers, got "${s}"`);
-  return values;
+interface Options {
+  sizes: number[];
+  workers: number[];
+  iters: number;
+  warmup: number;
+  algos: Algo[];
+  chunk: number;
+  python: string;
+  out: string;
+  // The rank processes' own flags (hidden from --help).
+  role?: Role;
+  rank: number;
+  world: number;
+  size: number;
+  bytes: number;
+  port: number;
+  rounds: number;
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      role: { type: 'string' },
-      sizes: { type: 'string', default: '11173962,23520842' },
-      workers: { type: 'string', default: '2,4' },
-      iters: { type: 'string', default: '5' },
-      warmup: { type: 'string', default: '2' },
-      algos: { type: 'string', default: 'ring,star,gloo' },
-      python: { type: 'string', default: '/usr/bin/python3' },
-      chunk: { type: 'string', default: String(DEFAULT_CHUNK_ELEMENTS) },
-      out: { type: 'string', default: 'runs/bench-allreduce.json' },
-      // child-only
-      rank: { type: 'string' },
-      world: { type: 'string' },
-      size: { type: 'string' },
-      bytes: { type: 'string' },
-      port: { type: 'string' },
-      rounds: { type: 'string' },
-    },
-  });
-  const chunk = parseList(values.chunk!, 'chunk')[0];
-  if (values.role !== undefined) {
-    const roles: Record<string, () => Promise<void>> = {
-      'ring-worker': () => ringWorker(Number(values.rank), Number(values.world), Number(values.size), chunk),
-      'star-worker': () => starWorker(Number(values.rank), Number(values.world), Number(values.size), chunk),
-      'tcp-sink': () => tcpSink(Number(values.bytes)),
-      'tcp-source': () => tcpSource(Number(values.bytes), Number(values.port), Number(values.rounds)),
-    };
-    const role = roles[values.role];
-    if (!role) throw new Error(`unknown --role ${values.role}`);
-    await role();
+const ROLES = ['ring-worker', 'star-worker', 'tcp-sink', 'tcp-source'] as const;
+type Role = (typeof ROLES)[number];
+
+const internal = (flags: string, parse: (value: string) => number) => new Option(flags).argParser(parse).hideHelp();
+
+const program = exitOnUsageError(new Command('bench-allreduce')
+  .description('Ring vs star (vs PyTorch gloo) all-reduce of gradient-sized buffers on loopback, each rank its own process, against raw TCP')
+  .addOption(new Option('--sizes <list>', 'gradient sizes in float32 elements (ResNet18, ResNet50)').argParser(listFlag(intFlag(1), '11173962,23520842'))
+    .default([11173962, 23520842], '11173962,23520842'))
+  .addOption(new Option('--workers <list>', 'rank counts').argParser(listFlag(intFlag(1))).default([2, 4], '2,4'))
+  .addOption(new Option('--iters <n>', 'timed all-reduces per configuration').argParser(intFlag(1)).default(5))
+  .addOption(new Option('--warmup <n>', 'untimed all-reduces before them').argParser(intFlag(0)).default(2))
+  .addOption(new Option('--algos <list>', `algorithms, of ${ALGOS.join(', ')}`).argParser(listFlag(choiceFlag(ALGOS), 'ring,star')).default([...ALGOS], ALGOS.join(',')))
+  .addOption(new Option('--chunk <n>', 'elements per all-reduce message').argParser(intFlag(1)).default(DEFAULT_CHUNK_ELEMENTS))
+  .option('--python <path>', 'python3 with PyTorch, for gloo', '/usr/bin/python3')
+  .option('--out <file>', 'JSON report', 'runs/bench-allreduce.json')
+  .addOption(new Option('--role <role>').choices([...ROLES]).hideHelp())
+  .addOption(internal('--rank <n>', intFlag(0)))
+  .addOption(internal('--world <n>', intFlag(1)))
+  .addOption(internal('--size <n>', intFlag(1)))
+  .addOption(internal('--bytes <n>', intFlag(1)))
+  .addOption(internal('--port <n>', portFlag))
+  .addOption(internal('--rounds <n>', intFlag(1))));
+
+/** A rank process (forked by the parent with --role): runs its part and reports over IPC. */
+async function child(role: Role, o: Options): Promise<void> {
+  const roles: Record<Role, () => Promise<void>> = {
+    'ring-worker': () => ringWorker(o.rank, o.world, o.size, o.chunk),
+    'star-worker': () => starWorker(o.rank, o.world, o.size, o.chunk),
+    'tcp-sink': () => tcpSink(o.bytes),
+    'tcp-source': () => tcpSource(o.bytes, o.port, o.rounds),
+  };
+  try {
+    await roles[role]();
     process.disconnect(); // the IPC channel would otherwise keep the child alive
-    return;
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    toParent({ type: 'error', message: process.env.TFJS_DDP_DEBUG && err instanceof Error ? err.stack ?? message : message });
+    // Let the IPC message flush before exiting.
+    setTimeout(() => process.exit(1), 100);
   }
+}
 
-  const sizes = parseList(values.sizes!, 'sizes');
-  const workerCounts = parseList(values.workers!, 'workers');
-  const iters = parseList(values.iters!, 'iters')[0];
-  const warmup = Number(values.warmup);
-  const algos = values.algos!.split(',').map((a) => a.trim());
-  for (const a of algos) if (!ALGOS.includes(a)) throw new Error(`--algos accepts ${ALGOS.join(', ')}, got "${a}"`);
-
+async function main(opts: Options): Promise<void> {
+  const { sizes, workers: workerCounts, iters, warmup, algos, chunk } = opts;
   console.log(`all-reduce benchmark: ${cpus().length} CPUs (${availableParallelism()} usable), node ${process.version}, chunk ${chunk} floats, ${iters} iterations after ${warmup} warm-up`);
   const tcp: Record<number, Stats & { GBs: number; timesMs: number[] }> = {};
   const rows: Row[] = [];
@@ -378,7 +397,7 @@ async function main(): Promise<void> {
         let measured: { times: number[]; peakRssMb: number };
         if (algo === 'gloo') {
           try {
-            measured = await measureGloo(values.python!, workers, size, iters, warmup);
+            measured = await measureGloo(opts.python, workers, size, iters, warmup);
           } catch (err) {
             const why = (err as { stderr?: string }).stderr?.trim().split('\n').at(-1) ?? (err as Error).message;
             console.log(`gloo: not measured (${why}); install python3-torch (Debian) to compare`);
@@ -434,19 +453,12 @@ async function main(): Promise<void> {
     rawTcp: Object.entries(tcp).map(([elements, t]) => ({ elements: Number(elements), bytes: Number(elements) * 4, ...t })),
     results: rows,
   };
-  mkdirSync(dirname(values.out!), { recursive: true });
-  writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n');
-  console.log(`\nwrote ${values.out}`);
+  mkdirSync(dirname(opts.out), { recursive: true });
+  writeFileSync(opts.out, JSON.stringify(report, null, 2) + '\n');
+  console.log(`\nwrote ${opts.out}`);
 }
 
-main().catch((err: unknown) => {
-  if (process.send) {
-    toParent({ type: 'error', message: err instanceof Error ? err.stack ?? err.message : String(err) });
-    process.exitCode = 1;
-    // Let the IPC message flush before exiting.
-    setTimeout(() => process.exit(1), 100);
-  } else {
-    console.error(err);
-    process.exit(1);
-  }
-});
+program.parse();
+const opts = program.opts<Options>();
+if (opts.role !== undefined) await child(opts.role, opts);
+else await runMain('bench-allreduce', () => main(opts));

@@ -3,18 +3,22 @@
 // Conv2DBackpropFilter (dW) from wasm-conv-grads.ts, and the stock wasm
 // Conv2DBackpropInput they replace.
 //
-//   npx tsc -p . && node dist/scripts/bench-conv-grads.js [--batch 32] [--min-ms 400]
+//   npx tsc -p . && node dist/scripts/bench-conv-grads.js [--batch 32] [--min-ms 400] \
+//     [--out runs/bench-conv-grads.json]
 //
 // All four compute the same 2*N*OH*OW*kH*kW*Ci*Co flops per call, so GFLOP/s
-// compare directly. Prints a table and writes runs/bench-conv-grads.json.
+// compare directly. Prints a table and writes the rows as JSON (--out).
 
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
+import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { describeBackend, initBackend } from '../src/common/backend/backend.js';
 import { stockWasmConv2DBackpropInput } from '../src/common/backend/wasm-conv-grads.js';
+import { exitOnUsageError, intFlag, numberFlag } from '../src/common/cli/flags.js';
+import { runMain } from '../src/common/cli/run-main.js';
 
 interface LayerShape {
   name: string;
@@ -43,16 +47,17 @@ const LAYERS: LayerShape[] = [
 const KERNELS = ['forward', 'dX (ours)', 'dW (ours)', 'dX (stock)'] as const;
 type KernelLabel = (typeof KERNELS)[number];
 
-function parseArgs(argv: string[]): { batch: number; minMs: number } {
-  const opts = { batch: 32, minMs: 400 };
-  for (let i = 0; i < argv.length; i += 2) {
-    const value = Number(argv[i + 1]);
-    if (argv[i] === '--batch' && Number.isInteger(value) && value > 0) opts.batch = value;
-    else if (argv[i] === '--min-ms' && value > 0) opts.minMs = value;
-    else throw new Error(`bench-conv-grads: bad argument "${argv[i]} ${argv[i + 1] ?? ''}"; use --batch N --min-ms MS`);
-  }
-  return opts;
+interface Options {
+  batch: number;
+  minMs: number;
+  out: string;
 }
+
+const program = exitOnUsageError(new Command('bench-conv-grads')
+  .description('GFLOP/s of the wasm Conv2D forward, our dX and dW kernels and the stock dX kernel on ResNet-on-CIFAR layer shapes')
+  .addOption(new Option('--batch <n>', 'images per call').argParser(intFlag(1)).default(32))
+  .addOption(new Option('--min-ms <ms>', 'time each kernel for at least this long (median of the calls)').argParser(numberFlag(0, true)).default(400))
+  .option('--out <file>', 'JSON report', path.join('runs', 'bench-conv-grads.json')));
 
 /** Median milliseconds of `run` over at least 3 calls and `minMs` in total, after one warm-up call. */
 function timeMs(run: () => void, minMs: number): number {
@@ -68,11 +73,7 @@ function timeMs(run: () => void, minMs: number): number {
   return samples[Math.floor(samples.length / 2)]!;
 }
 
-function main(): Promise<void> {
-  return run(parseArgs(process.argv.slice(2)));
-}
-
-async function run({ batch, minMs }: { batch: number; minMs: number }): Promise<void> {
+async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
   await initBackend('wasm');
   const backend = tf.backend() as unknown as BackendWasm;
   const stock = stockWasmConv2DBackpropInput();
@@ -129,7 +130,6 @@ async function run({ batch, minMs }: { batch: number; minMs: number }): Promise<
   })));
   console.log('(columns forward..dX (stock) are GFLOP/s; "dX x" = our dX speedup over the stock kernel)');
 
-  const outFile = path.join('runs', 'bench-conv-grads.json');
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
   fs.writeFileSync(outFile, JSON.stringify({
     date: new Date().toISOString(),
@@ -143,7 +143,7 @@ async function run({ batch, minMs }: { batch: number; minMs: number }): Promise<
   console.log(`wrote ${outFile}`);
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exitCode = 1;
+await runMain('bench-conv-grads', async () => {
+  program.parse();
+  await run(program.opts<Options>());
 });

@@ -6,7 +6,6 @@ import { WebSocket } from 'ws';
 
 import {
   connectToStarHub,
-  createLocalWsRing,
   RingAllReducer,
   RingEndpoint,
   StarAllReducer,
@@ -15,6 +14,7 @@ import {
   type AllReducer,
   type Link,
 } from '../src/common/allreduce/index.js';
+import { createLocalWsRing } from './helpers/local-ws-ring.js';
 
 function gradient(length: number, rank: number, step: number): Float32Array {
   const g = new Float32Array(length);

@@ -8,6 +8,7 @@ import {
   initBackend,
   wasmUsesSimd,
 } from '../src/common/backend/backend.js';
+import { stockWasmConv2DBackpropInput } from '../src/common/backend/wasm-conv-grads.js';
 
 // The 'tensorflow' backend is an optional native dependency. The assertions
 // below follow whether it is installed, so the test stays honest on a machine
@@ -32,6 +33,20 @@ function onesConv(): number[] {
 }
 const ONES_CONV = [4, 6, 6, 4, 6, 9, 9, 6, 6, 9, 9, 6, 4, 6, 6, 4];
 
+/**
+ * Gradients of the sum of that conv: with respect to the filter, each tap
+ * counts the outputs whose window it sees in bounds (9 at the corners, 12 on
+ * the edges, 16 in the centre); with respect to the image, ONES_CONV again.
+ */
+function onesConvGrads(): { dW: number[]; dX: number[] } {
+  return tf.tidy(() => {
+    const f = (x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'));
+    const [dX, dW] = tf.grads(f)([tf.ones([1, 4, 4, 1]), tf.ones([3, 3, 1, 1])]);
+    return { dW: Array.from(dW.dataSync()), dX: Array.from(dX.dataSync()) };
+  });
+}
+const ONES_CONV_GRADS = { dW: [9, 12, 9, 12, 16, 12, 9, 12, 9], dX: ONES_CONV };
+
 describe('initBackend', () => {
   it('selects cpu and computes a conv', async () => {
     expect(await initBackend('cpu')).toBe('cpu');
@@ -46,7 +61,10 @@ describe('initBackend', () => {
     expect(await initBackend('wasm')).toBe('wasm'); // idempotent
     expect(backendName()).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
+    // Stock wasm has no filter gradient and a naive input gradient: both are ours now, and compute.
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
+    expect(tf.getKernel('Conv2DBackpropInput', 'wasm')).not.toBe(stockWasmConv2DBackpropInput());
+    expect(onesConvGrads()).toEqual(ONES_CONV_GRADS);
     expect(onesConv()).toEqual(ONES_CONV);
     expect(describeBackend()).toMatch(/^wasm \((SIMD|no SIMD), \d+ threads?\)$/);
     expect(wasmUsesSimd()).toBe(tf.env().getBool('WASM_HAS_SIMD_SUPPORT'));

@@ -2,12 +2,12 @@
 // its table and JSON, and the gloo comparison (measured where PyTorch is
 // installed, reported as not measured where it is not). Tiny buffers: this
 // checks the benchmark's machinery, never its speed.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir } from './helpers/data-fixtures.js';
 import { runScript } from './helpers/node-process.js';
+import { pytorch, SYSTEM_PYTHON } from './helpers/system-deps.js';
 
 const ITERS = 2;
 const dir = makeTempDir('bench-allreduce');
@@ -40,18 +40,11 @@ describe('scripts/bench-allreduce', () => {
     expect(stdout).toMatch(/\| ring \| 3 \| 0\.0 \|/);
   }, 60_000);
 
-  it('measures gloo in the same run where PyTorch is installed (/usr/bin/python3)', async () => {
-    const python = '/usr/bin/python3';
-    const hasTorch = spawnSync(python, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
-    const { stdout, rows } = await bench(python, path.join(dir, 'default.json'));
+  pytorch.test('measures gloo in the same run where PyTorch is installed (/usr/bin/python3)', async () => {
+    const { stdout, rows } = await bench(SYSTEM_PYTHON, path.join(dir, 'default.json'));
     const gloo = rows.filter((r) => r.algo === 'gloo');
-    if (hasTorch) {
-      expect(gloo.map((r) => r.workers)).toEqual([2, 3]);
-      gloo.forEach(checkRow);
-      expect(stdout).not.toMatch(/not measured/);
-    } else {
-      expect(gloo).toEqual([]);
-      expect(stdout).toMatch(/gloo: not measured/);
-    }
+    expect(gloo.map((r) => r.workers)).toEqual([2, 3]);
+    gloo.forEach(checkRow);
+    expect(stdout).not.toMatch(/not measured/);
   }, 120_000);
 });

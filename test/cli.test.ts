@@ -1,12 +1,16 @@
-// The commands users type, run as real processes from the compiled build.
+// The coordinator command as users run it, a real process from the compiled
+// build: it trains in one process and writes its outputs, and every runtime
+// failure is one line on stderr and exit 1. Its --help and usage errors
+// (exit 2) are in cli-help.test.ts, the tfjs-ddp subcommands in
+// cli-utilities.test.ts.
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { root } from './helpers/node-process.js';
 
-const root = path.resolve(import.meta.dirname, '..');
 const bin = (name: string) => path.join(root, 'dist/src', name);
 const run = (script: string, args: string[]) =>
   spawnSync(process.execPath, [bin(script), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
@@ -19,14 +23,8 @@ function spawnAsync(script: string, args: string[]): Promise<{ status: number | 
   return new Promise((resolve) => child.on('close', (status) => resolve({ status, stderr })));
 }
 
-describe('command line', () => {
-  test('tfjs-ddp models prints PyTorch parameter counts', () => {
-    const r = run('cli/tfjs-ddp.js', ['models']);
-    expect(r.status).toBe(0);
-    for (const count of ['11,173,962', '21,282,122', '23,520,842', '42,512,970', '58,156,618']) expect(r.stdout).toContain(count);
-  });
-
-  test('coordinator trains in one process and writes its outputs', () => {
+describe('coordinator', () => {
+  test('trains in one process and writes its outputs', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'));
     const r = run('coordinator/cli.js', [
       '--workers', '1', '--model', 'resnet18', '--width', '4', '--dataset', 'synthetic', '--epochs', '1',
@@ -38,18 +36,6 @@ describe('command line', () => {
     for (const f of ['metrics.jsonl', 'curves.png', 'samples.png', 'ckpt-e0001-s000002.safetensors']) expect(fs.existsSync(path.join(out, f))).toBe(true);
   });
 
-  test('bad flags exit 2 with a message naming the flag', () => {
-    const r = run('coordinator/cli.js', ['--batch-size', 'zero']);
-    expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/--batch-size/);
-    const m = run('coordinator/cli.js', ['--model', 'resnet19']);
-    expect(m.status).toBe(2);
-    expect(m.stderr).toMatch(/resnet18, resnet34/);
-    const p = run('coordinator/cli.js', ['--workers', '2', '--on-worker-loss', 'retry']);
-    expect(p.status).toBe(2);
-    expect(p.stderr).toMatch(/--on-worker-loss.*Allowed choices are shrink, wait, abort/);
-  });
-
   test('a missing dataset exits 1 with one clear line, no stack trace', () => {
     const r = run('coordinator/cli.js', ['--dataset', 'cifar10', '--data-dir', '/nonexistent/cifar', '--no-download', '--backend', 'cpu', '--out', fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'))]);
     expect(r.status).toBe(1);
@@ -58,7 +44,7 @@ describe('command line', () => {
   });
 
   test('the tensorflow backend, absent here, is explained in one line', () => {
-    const r = run('coordinator/cli.js', ['--backend', 'tensorflow', '--out', fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'))]);
+    const r = run('coordinator/cli.js', ['--backend', 'tensorflow', '--dataset', 'synthetic', '--out', fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'))]);
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/npm install @tensorflow\/tfjs-node-gpu/);

@@ -57,7 +57,7 @@ describe('scripts/cost-model', () => {
     const run = runScript('cost-model.js', ['--allreduce', path.join(dir, 'none.json')], dir);
     await expect(run).rejects.toMatchObject({
       code: 1,
-      stderr: expect.stringMatching(/^cost-model: cannot read .*none\.json \(ENOENT\): run node dist\/scripts\/bench-allreduce\.js/),
+      stderr: expect.stringMatching(/^cost-model: error: cannot read .*none\.json \(ENOENT\): run node dist\/scripts\/bench-allreduce\.js/),
     });
     const err = (await run.catch((e: unknown) => e)) as { stderr: string };
     expect(err.stderr).not.toMatch(/\n\s+at /);

@@ -8,13 +8,13 @@ import { chromium } from 'playwright-core';
 import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator, type CoordinatorOptions } from '../src/coordinator/coordinator.js';
 import type { HostPort } from '../src/common/protocol/index.js';
+import { CHROMIUM_PATH, chromium as chromiumDep } from './helpers/system-deps.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.resolve(import.meta.dirname, '..', 'test-output', 'dashboard.png');
 const TOKEN = 'dashboard-test-secret-93b1';
 
 const cfg = (epochs: number): TrainConfig => ({
-  ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu', trainLimit: 48, testLimit: 12,
+  ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'wasm', trainLimit: 48, testLimit: 12,
   batchSize: 12, epochs, seed: 2, plots: false, out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-dash-')),
 });
 
@@ -28,9 +28,10 @@ function startRun(epochs: number, extra: Partial<CoordinatorOptions> = {}) {
 }
 
 describe('dashboard', () => {
-  test.skipIf(!fs.existsSync(CHROMIUM))('shows curves that gain points and both workers, live, in Chromium', async () => {
+  chromiumDep.test('shows curves that gain points and both workers, live, in Chromium', async () => {
+    // The browser first: the page must be open while the run still has epochs to go.
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ['--no-sandbox'] });
     const { url, run } = startRun(6);
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     try {
       const page = await browser.newPage({ viewport: { width: 1200, height: 1100 } });
       const errors: string[] = [];
@@ -47,7 +48,7 @@ describe('dashboard', () => {
       expect(rows.map((r) => r[0]).sort()).toEqual(['0', '1']);
       for (const r of rows) {
         expect(r[1]).toMatch(/^127\.0\.0\.1:\d+$/);
-        expect(r[2]).toMatch(/^cpu/);
+        expect(r[2]).toMatch(/^wasm/);
       }
       expect(await page.textContent('#run-title')).toContain('resnet18 width 2 on synthetic · 2 workers');
       fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
@@ -55,6 +56,10 @@ describe('dashboard', () => {
       expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
       await run;
       await page.waitForFunction(() => document.querySelector('#run-status')?.textContent === 'finished', null, { timeout: 10_000 });
+      // By the end the page holds every epoch and every step of the run (6 epochs of 48 / 12 steps).
+      const chart = (id: string) => page.$eval(id, (el) => ({ ...(el as HTMLElement).dataset }));
+      expect(await chart('#loss-chart')).toMatchObject({ epochPoints: '6', stepPoints: '24' });
+      expect(await chart('#allreduce-chart')).toMatchObject({ stepPoints: '24' });
       expect(errors).toEqual([]);
     } finally {
       await browser.close();

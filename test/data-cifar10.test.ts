@@ -129,6 +129,8 @@ describe('CIFAR-10 binary reader', () => {
     expect(message).toContain('https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz');
     expect(message).toContain('--dataset fashion-mnist');
     expect(message).toContain('--dataset synthetic');
+    expect(message).toContain('npm run demo');
+    expect(message).toContain('downloading is disabled (--no-download)');
     expect(fs.readdirSync(dir)).toEqual([]); // nothing was created
   });
 

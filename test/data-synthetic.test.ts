@@ -90,13 +90,14 @@ describe('synthetic dataset', () => {
   it('is learnt by a small ResNet with the recipe\'s flips and crops within a few epochs', async () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-synthetic-'));
     const result = await train(
-      { ...DEFAULTS, model: 'resnet18', width: 8, dataset: 'synthetic', trainLimit: 1024, testLimit: 200, epochs: 3, batchSize: 32, backend: 'wasm', out, plots: false, loaderThreads: 1 },
+      { ...DEFAULTS, model: 'resnet18', width: 4, dataset: 'synthetic', trainLimit: 1024, testLimit: 200, epochs: 3, batchSize: 32, backend: 'wasm', out, plots: false, loaderThreads: 1 },
       { log: () => {} },
     );
     const last = result.history.at(-1)!;
-    // Chance is 10 %; the measured run reaches about 70 % (see the README's demo).
-    expect(last.train_acc).toBeGreaterThan(0.4);
-    expect(last.test_acc).toBeGreaterThan(0.4);
+    // Chance is 10 %; this run measures 86 % train and 60 % test accuracy at epoch 3 (width 8, twice
+    // the cost, reaches 70 % and 72 %): over 70 % is out of reach unless most classes are told apart.
+    expect(last.train_acc).toBeGreaterThan(0.7);
+    expect(last.test_acc).toBeGreaterThan(0.45);
   });
 
   it('uses the full 0..255 range with varied images', () => {

@@ -1,7 +1,7 @@
 // The control channel's encoding, validation and admission rules.
 import { describe, expect, test } from 'vitest';
 import {
-  configHash, decodeMessage, encodeMessage, PROTOCOL_VERSION, ProtocolError, weightsChecksum,
+  configHash, decodeMessage, encodeMessage, PROTOCOL_VERSION, ProtocolError, stateChecksum,
 } from '../src/common/protocol/index.js';
 import { Admission, resolveToken } from '../src/coordinator/admission.js';
 import { DEFAULTS } from '../src/common/training/config.js';
@@ -18,8 +18,8 @@ describe('control messages', () => {
     const back = decodeMessage(encodeMessage(msg));
     expect(back).toEqual({ ...msg, weights: expect.any(Float32Array), momentum: expect.any(Float32Array), runningStats: expect.any(Float32Array) });
     if (back.type !== 'init') throw new Error('wrong type');
-    expect(weightsChecksum(back.weights)).toBe(weightsChecksum(weights));
-    expect(weightsChecksum(back.momentum)).toBe(weightsChecksum(msg.momentum));
+    expect(stateChecksum(back.weights)).toBe(stateChecksum(weights));
+    expect(stateChecksum(back.momentum)).toBe(stateChecksum(msg.momentum));
     expect(configHash(back.config)).toBe(msg.configHash);
 
     // A survivor's init in a re-formed group: no weights or momentum, the checksum of its own instead.

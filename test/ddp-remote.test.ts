@@ -16,7 +16,7 @@ const workerBin = path.join(root, 'dist/src/worker/cli.js');
 const TOKEN = 'loopback-secret-7f3a';
 
 const cfg = (): TrainConfig => ({
-  ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu', trainLimit: 24, testLimit: 8,
+  ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'wasm', trainLimit: 24, testLimit: 8,
   batchSize: 12, epochs: 1, seed: 1, plots: false, out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-remote-')),
 });
 

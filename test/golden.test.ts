@@ -1,5 +1,6 @@
 // Our ResNet, loss, gradients, BatchNorm and SGD against the PyTorch fixtures
-// of the seed model (../shared/golden, width 4, batch 8, seed 0).
+// of the recipe's model (test/fixtures/golden, made by scripts/make-golden.py:
+// width 4, batch 8, seed 0).
 //
 // Error measure: max |ours - torch| / max |torch| per tensor, bound 1e-4.
 // ResNet50 is chaotic at lr 0.1 on a batch of 8: a 1e-5 difference in the

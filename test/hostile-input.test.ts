@@ -46,7 +46,7 @@ describe('hostile and malformed input on the coordinator port', () => {
     let onListening: (a: HostPort) => void = () => {};
     const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
     const run = runCoordinator({
-      ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu', trainLimit: 24, testLimit: 8,
+      ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'wasm', trainLimit: 24, testLimit: 8,
       batchSize: 12, epochs: 1, seed: 1, plots: false, out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-hostile-')),
     }, { workers: 2, localWorkers: 0, port: 0, token: TOKEN, helloTimeoutMs: 500, log: (l) => log.push(l), onListening });
     run.catch(() => {});

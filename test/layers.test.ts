@@ -43,6 +43,17 @@ function sources(dir: string): string[] {
 
 const files = [...sources(path.join(root, 'src')), ...sources(path.join(root, 'scripts'))];
 
+/** The backticked names in docs/DESIGN.md's module map, as patterns over a file's path (`*` = any name). */
+function moduleMapPatterns(): RegExp[] {
+  const design = fs.readFileSync(path.join(root, 'docs/DESIGN.md'), 'utf8');
+  const map = design.slice(design.indexOf('## Module map'), design.indexOf('\n## ', design.indexOf('## Module map') + 1));
+  // Only file names and globs: a layer's folder name alone does not describe its files.
+  return [...map.matchAll(/`([\w./*-]*[.*][\w./*-]*)`/g)].map((m) => {
+    const glob = m[1].replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*');
+    return new RegExp(`(^|/)${glob}(/|$)`);
+  });
+}
+
 /** Relative imports of a file, resolved to the .ts files they name. */
 function importsOf(file: string): string[] {
   const text = fs.readFileSync(file, 'utf8');
@@ -52,6 +63,13 @@ function importsOf(file: string): string[] {
 describe('layout', () => {
   it('puts every module in a known layer, and nothing at the top of src/common', () => {
     for (const f of files) expect(LAYERS, path.relative(root, f)).toContain(layerOf(f));
+  });
+
+  it("is described in docs/DESIGN.md's module map, every file", () => {
+    const patterns = moduleMapPatterns();
+    const all = [...files, ...fs.readdirSync(path.join(root, 'scripts')).map((f) => path.join(root, 'scripts', f))];
+    const missing = all.map((f) => path.relative(root, f)).filter((rel) => !patterns.some((p) => p.test(rel)));
+    expect(missing).toEqual([]);
   });
 
   it('has no import that runs up the layers', () => {

@@ -2,7 +2,7 @@
 // PyTorch's formulas: g += wd*w; buf = m*buf + g (buf = g on the first step); w -= lr*buf.
 import { describe, expect, test } from 'vitest';
 import { sgdStep, updateRunningStats } from '../src/common/optim/sgd.js';
-import { cosineLr, learningRate } from '../src/common/optim/schedule.js';
+import { cosineLr, learningRate, plannedLearningRates, scheduleOf } from '../src/common/optim/schedule.js';
 
 describe('sgdStep', () => {
   test('three steps match the hand-computed trajectory', () => {
@@ -58,5 +58,19 @@ describe('cosine schedule', () => {
     expect(learningRate(0, 9, 10, w)).toBeCloseTo(0.1 * 10 / 20, 12);
     expect(learningRate(1, 9, 10, w)).toBeCloseTo(cosineLr(1, w), 12);
     expect(learningRate(2, 0, 10, w)).toBe(cosineLr(2, w));
+  });
+});
+
+describe('the run schedule', () => {
+  test('scheduleOf takes the three fields of a config, and the planned curve follows learningRate', () => {
+    const cfg = { lr: 0.2, tMax: 4, warmupEpochs: 1, momentum: 0.9, epochs: 3 };
+    const schedule = scheduleOf(cfg);
+    expect(schedule).toEqual({ lr: 0.2, tMax: 4, warmupEpochs: 1 });
+    const planned = plannedLearningRates(schedule, 3, 8);
+    // Four points per epoch, at steps 0, 2, 4, 6, and the last step of the run.
+    expect(planned).toHaveLength(13);
+    expect(planned[1]).toEqual([0.25, learningRate(0, 2, 8, schedule)]);
+    expect(planned[5]).toEqual([1.25, cosineLr(1, schedule)]);
+    expect(planned[12]).toEqual([3, learningRate(2, 7, 8, schedule)]);
   });
 });

@@ -4,15 +4,10 @@ import path from 'node:path';
 import { PNG } from 'pngjs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EpochMetrics } from '../src/common/io/metrics.js';
-import {
-  computeAxis,
-  LINE_PLOT_LAYOUT,
-  SAMPLE_GRID_LAYOUT,
-  writeCurvesPng,
-  writeLinePlotPng,
-  writeSamplesPng,
-  type SampleImage,
-} from '../src/common/io/plot/charts.js';
+import { writeConfusionPng } from '../src/common/io/plot/confusion.js';
+import { writeCurvesPng } from '../src/common/io/plot/curves.js';
+import { LINE_PLOT_LAYOUT, writeLinePlotPng } from '../src/common/io/plot/line-plot.js';
+import { SAMPLE_GRID_LAYOUT, writeSamplesPng, type SampleImage } from '../src/common/io/plot/samples.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -75,6 +70,22 @@ describe('writeCurvesPng', () => {
     expect(pixelsWhere(png, isMarkerRed, 0, panelWidth)).toEqual([]);
     const red = pixelsWhere(png, isMarkerRed, panelWidth);
     expect(red.length).toBeGreaterThan(20);
+    // The marker is labelled: red text runs well beyond the 10-pixel dot.
+    const redXs = red.map(([x]) => x);
+    expect(Math.max(...redXs) - Math.min(...redXs)).toBeGreaterThan(60);
+
+    // The legend sits above the plot at its right end: the highest blue in the panel's right half is
+    // the train-loss swatch, above every point of the curves, with the test-loss swatch beside it.
+    const blueLoss = pixelsWhere(png, isSeriesBlue, 0, panelWidth);
+    const swatch = blueLoss.filter(([x]) => x > panelWidth / 2).reduce((a, b) => (b[1] < a[1] ? b : a));
+    const curveTop = Math.min(...blueLoss.filter(([x]) => x < panelWidth / 2).map(([, y]) => y));
+    expect(swatch[1]).toBeLessThan(curveTop - 20);
+    const beside = pixelsWhere(png, isSeriesOrange, swatch[0], panelWidth).filter(([, y]) => Math.abs(y - swatch[1]) <= 2);
+    expect(beside.length).toBeGreaterThan(15);
+
+    // The figure title is drawn in its band.
+    const dark = (r: number, g: number, b: number) => r < 90 && g < 90 && b < 90;
+    expect(pixelsWhere(png, dark).filter(([, y]) => y < LINE_PLOT_LAYOUT.titleHeight).length).toBeGreaterThan(50);
     // No temp file is left next to the plot.
     expect(await readdir(dir)).toEqual(['curves.png']);
   });
@@ -143,32 +154,6 @@ describe('writeLinePlotPng', () => {
   });
 });
 
-describe('computeAxis', () => {
-  it('covers the data with a margin and picks 1-2-5 ticks', () => {
-    const axis = computeAxis([0.12, 0.87]);
-    expect(axis.min).toBeLessThan(0.12);
-    expect(axis.max).toBeGreaterThan(0.87);
-    expect(axis.ticks).toEqual([0.2, 0.4, 0.6, 0.8].map((t) => expect.closeTo(t, 12)));
-    expect(axis.decimals).toBe(1);
-  });
-
-  it('opens a window around a single value and keeps integer ticks for epochs', () => {
-    const flat = computeAxis([0.5, 0.5]);
-    expect(flat.min).toBeLessThan(0.5);
-    expect(flat.max).toBeGreaterThan(0.5);
-    const epochs = computeAxis([1], true);
-    expect(epochs.ticks).toEqual([0, 1, 2]);
-    expect(epochs.decimals).toBe(0);
-  });
-
-  it('ignores non-finite values and falls back to [0, 1] without any', () => {
-    expect(computeAxis([1, Number.NaN, Infinity, 3]).ticks.every(Number.isFinite)).toBe(true);
-    const empty = computeAxis([Number.NaN]);
-    expect(empty.min).toBeLessThan(0);
-    expect(empty.max).toBeGreaterThan(1);
-  });
-});
-
 describe('writeSamplesPng', () => {
   function gradientImage(seed: number, channels: number, label: string): SampleImage {
     const pixels = new Uint8Array(32 * 32 * channels);
@@ -208,5 +193,36 @@ describe('writeSamplesPng', () => {
     await expect(writeSamplesPng(path.join(dir, 's.png'), [bad])).rejects.toThrow(/sample 0: 3072 bytes do not match 32x32x1/);
     await expect(writeSamplesPng(path.join(dir, 's.png'), [{ ...gradientImage(0, 3, 'x'), channels: 4 }])).rejects.toThrow(/channels must be 1 or 3/);
     await expect(writeSamplesPng(path.join(dir, 's.png'), [])).rejects.toThrow(/no images/);
+  });
+});
+
+describe('writeConfusionPng', () => {
+  const isDarkBlue = (r: number, g: number, b: number) => r < 30 && Math.abs(g - 48) < 20 && Math.abs(b - 107) < 20;
+  const isWhite = (r: number, g: number, b: number) => r > 245 && g > 245 && b > 245;
+
+  it('shades each cell by its share of the row, diagonal from top left, with counts and class names', async () => {
+    const file = path.join(dir, 'confusion.png');
+    // Rows 0 and 1 are all correct (share 1, the darkest blue); row 2 has one of five wrong.
+    await writeConfusionPng(file, [[5, 0, 0], [0, 5, 0], [1, 0, 4]], ['cat', 'dog', 'a rather long class name'], 'model on data: accuracy 0.9333');
+    const png = await readPng(file);
+    const blue = pixelsWhere(png, isDarkBlue);
+    // Two full cells of darkest blue (less their white count text).
+    expect(blue.length).toBeGreaterThan(2 * 30 * 30);
+    const top = blue.reduce((a, b) => (b[1] < a[1] ? b : a));
+    const bottom = blue.reduce((a, b) => (b[1] > a[1] ? b : a));
+    expect(top[0]).toBeLessThan(bottom[0]); // row 0's dark cell is left of row 1's: the diagonal runs down to the right
+    // White count digits inside the dark cells.
+    const [minX, maxX] = [Math.min(...blue.map(([x]) => x)), Math.max(...blue.map(([x]) => x))];
+    const [minY, maxY] = [top[1], bottom[1]];
+    const whiteInside = pixelsWhere(png, isWhite, minX, maxX).filter(([, y]) => y > minY && y < maxY);
+    expect(whiteInside.length).toBeGreaterThan(20);
+    // The long class name gets room: the image is wider than the 3 cells plus short labels would need.
+    const short = path.join(dir, 'short.png');
+    await writeConfusionPng(short, [[5, 0, 0], [0, 5, 0], [1, 0, 4]], ['cat', 'dog', 'cow']);
+    expect(png.width).toBeGreaterThan((await readPng(short)).width + 100);
+  });
+
+  it('refuses a matrix that does not match the classes', async () => {
+    await expect(writeConfusionPng(path.join(dir, 'x.png'), [[1, 0]], ['a', 'b'])).rejects.toThrow(/confusion matrix must be 2x2/);
   });
 });

@@ -2,6 +2,10 @@
 // the committed step returns to it exactly; anything further is refused.
 import { describe, expect, test } from 'vitest';
 import { ReplicaState } from '../src/worker/replica-state.js';
+import { initBackend } from '../src/common/backend/backend.js';
+import { buildModelSpec, initParams, initRunningStats } from '../src/common/model/spec.js';
+import { Replica } from '../src/common/model/replica.js';
+import { TrainStep } from '../src/common/training/step.js';
 
 const start = () => new ReplicaState({
   weights: Float32Array.from([1, 2, 3]), momentum: Float32Array.from([0, 0, 0]), runningStats: Float32Array.from([0.5, 1]), step: 7,
@@ -46,4 +50,24 @@ describe('ReplicaState', () => {
     expect(a.optimizerChecksum()).toBe(b.optimizerChecksum());
     expect(a.fullChecksum()).not.toBe(b.fullChecksum());
   });
+});
+
+test('a real optimizer step that remembered its state before the update is undone to the exact bytes', async () => {
+  await initBackend('cpu');
+  const spec = buildModelSpec({ name: 'resnet18', width: 2, numClasses: 10, inChannels: 3, norm: 'batch' });
+  let seed = 7;
+  const rand = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+  const s = new ReplicaState({ weights: initParams(spec, rand), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0 });
+  const replica = new Replica(spec, s.weights);
+  // As the worker's group session wires it: the undo copy is taken right before the update.
+  const step = new TrainStep(replica, s, { hyper: { momentum: 0.9, weightDecay: 5e-4 }, hooks: { beforeUpdate: async () => s.rememberBeforeStep() } });
+  const batch = { x: Float32Array.from({ length: 2 * 32 * 32 * 3 }, () => rand() * 2 - 1), y: Int32Array.from([3, 8]), count: 2 };
+  await step.run(batch, 2, 0.1);
+  const committed = s.fullChecksum();
+  await step.run(batch, 2, 0.1);
+  expect(s.fullChecksum()).not.toBe(committed);
+  s.rollBackTo(1);
+  expect(s.step).toBe(1);
+  expect(s.fullChecksum()).toBe(committed);
+  replica.dispose();
 });

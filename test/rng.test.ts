@@ -73,7 +73,9 @@ describe('mixSeed', () => {
   it('is deterministic and returns a uint32', () => {
     const h = mixSeed(1, 2, 3);
     expect(h).toBe(mixSeed(1, 2, 3));
-    expect(Number.isInteger(h) && h >= 0 && h < 2 ** 32).toBe(true);
+    // Pinned: every derived seed (shuffles, augmentation, init) hangs on it, so a change here changes every run.
+    expect(h).toBe(1045755970);
+    expect(mixSeed(0)).toBe(3096082554); // above 2^31: unsigned, not a negative int32
   });
 
   it('depends on order, arity and the high word of large integers', () => {

@@ -1,18 +1,17 @@
+// The safetensors reader and writer: the PyTorch golden fixture (read from a
+// Uint8Array and from a Node Buffer), round trips, and every malformed input.
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { encodeSafetensors, readSafetensors, SafetensorsError, type SafetensorsTensor } from '../src/common/io/safetensors.js';
+import { goldenFile } from './helpers/golden.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const goldenDir = path.resolve(repoRoot, '../shared/golden');
-const resnet18File = path.join(goldenDir, 'resnet18-w4.safetensors');
+const resnet18File = goldenFile('resnet18');
 
-function loadGolden(): Uint8Array {
+function loadGolden(): Buffer {
   try {
-    return new Uint8Array(readFileSync(resnet18File));
+    return readFileSync(resnet18File);
   } catch (err) {
-    throw new Error(`golden fixture missing at ${resnet18File}: copy shared/ beside the repository (${(err as Error).message})`);
+    throw new Error(`golden fixture missing at ${resnet18File}: restore test/fixtures/golden from git or run python3 scripts/make-golden.py (${(err as Error).message})`);
   }
 }
 
@@ -41,7 +40,8 @@ function expectProblem(fn: () => unknown, problem: string, pattern: RegExp): voi
 }
 
 describe('readSafetensors on the PyTorch golden fixture', () => {
-  const bytes = loadGolden();
+  const buffer = loadGolden();
+  const bytes = new Uint8Array(buffer);
   const file = readSafetensors(bytes, resnet18File);
 
   it('reads metadata and known tensors with the right dtypes and shapes', () => {
@@ -85,6 +85,21 @@ describe('readSafetensors on the PyTorch golden fixture', () => {
     }
   });
 
+  it('reads a Node Buffer the same way: unaligned tensors are copied from their own bytes', () => {
+    // fs.readFileSync returns a Buffer, whose slice is a view, not a copy; an I64
+    // after an odd number of F32 values once read the start of the file instead
+    // (num_batches_tracked came back as 39776, the header length).
+    const fromBuffer = readSafetensors(buffer, resnet18File).tensors;
+    expect((fromBuffer.get('step1/bn1.num_batches_tracked')!.data as BigInt64Array)[0]).toBe(1n);
+    expect((fromBuffer.get('step2/layer4.1.bn2.num_batches_tracked')!.data as BigInt64Array)[0]).toBe(2n);
+    const bytesOf = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    for (const [name, t] of file.tensors) {
+      const got = fromBuffer.get(name)!;
+      expect(got.data.constructor, name).toBe(t.data.constructor);
+      expect(bytesOf(got.data).equals(bytesOf(t.data)), name).toBe(true);
+    }
+  });
+
   it('re-encodes byte-for-byte identically', () => {
     const again = encodeSafetensors(file.tensors, file.metadata);
     expect(again.length).toBe(bytes.length);
@@ -124,6 +139,16 @@ describe('encodeSafetensors / readSafetensors round trip', () => {
     host.set(bytes, 1);
     const t = readSafetensors(host.subarray(1)).tensors.get('w')!;
     expect([...t.data]).toEqual([1, 2, 3]);
+  });
+
+  it('round-trips a 0-d I64 (a state_dict counter) after an odd F32 count, from a Buffer', () => {
+    const bytes = encodeSafetensors({
+      w: { dtype: 'F32', shape: [3], data: new Float32Array([1, 2, 3]) },
+      n: { dtype: 'I64', shape: [], data: new BigInt64Array([123456789012n]) },
+    });
+    const n = readSafetensors(Buffer.from(bytes)).tensors.get('n')!;
+    expect(n.shape).toEqual([]);
+    expect(n.data).toEqual(new BigInt64Array([123456789012n]));
   });
 
   it('rejects inconsistent tensors when writing', () => {

@@ -15,7 +15,7 @@ test('--tensorboard writes event files, or says plainly that it cannot', async (
   const lines: string[] = [];
   const result = await train({
     ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', trainLimit: 16, testLimit: 10, epochs: 1, batchSize: 16,
-    backend: 'cpu', out, plots: false, loaderThreads: 1, tensorboard: tbDir,
+    backend: 'wasm', out, plots: false, loaderThreads: 1, tensorboard: tbDir,
   }, { log: (l) => lines.push(l) });
   expect(result.history).toHaveLength(1);
   expect(await readMetrics(path.join(out, 'metrics.jsonl'))).toHaveLength(1);

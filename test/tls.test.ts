@@ -24,7 +24,7 @@ test('wss:// with a self-signed certificate: a worker with --ca joins, one witho
   let onListening: (a: HostPort) => void = () => {};
   const listening = new Promise<HostPort>((resolve) => (onListening = resolve));
   const run = runCoordinator({
-    ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu', trainLimit: 24, testLimit: 8,
+    ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'wasm', trainLimit: 24, testLimit: 8,
     batchSize: 12, epochs: 1, seed: 1, plots: false, out: path.join(dir, 'run'),
   }, {
     workers: 2, localWorkers: 1, port: 0, token: TOKEN, log: (l) => log.push(l), onListening,

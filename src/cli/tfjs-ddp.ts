@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `tfjs-ddp <subcommand>`: utilities around training runs.
 import { Command, Option } from 'commander';
+import { exitOnUsageError, intFlag } from '../common/cli/flags.js';
 import { runMain } from '../common/cli/run-main.js';
 import { buildModelSpec, MODEL_NAMES } from '../common/model/spec.js';
 import { registerEvaluate } from './commands/evaluate.js';
@@ -9,14 +10,12 @@ import { registerImport } from './commands/import.js';
 import { registerPredict } from './commands/predict.js';
 
 const program = new Command('tfjs-ddp').description('tfjs-ddp utilities');
-program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
-
 program
   .command('models')
   .description('list the models with their trainable parameter counts')
-  .addOption(new Option('--width <n>', 'base width').default(64).argParser((v) => Number(v)))
-  .option('--classes <n>', 'output classes', (v) => Number(v), 10)
-  .option('--in-channels <n>', 'input channels (3 for CIFAR-10, 1 for Fashion-MNIST)', (v) => Number(v), 3)
+  .addOption(new Option('--width <n>', 'base width').default(64).argParser(intFlag(1)))
+  .addOption(new Option('--classes <n>', 'output classes').default(10).argParser(intFlag(1)))
+  .addOption(new Option('--in-channels <n>', 'input channels (3 for CIFAR-10, 1 for Fashion-MNIST)').default(3).argParser(intFlag(1)))
   .action((opts: { width: number; classes: number; inChannels: number }) => {
     const rows = MODEL_NAMES.map((name) => {
       const spec = buildModelSpec({ name, width: opts.width, numClasses: opts.classes, inChannels: opts.inChannels, norm: 'batch' });
@@ -34,6 +33,7 @@ registerExport(program);
 registerImport(program);
 registerEvaluate(program);
 registerPredict(program);
+exitOnUsageError(program);
 
 await runMain('tfjs-ddp', async () => {
   await program.parseAsync();

@@ -3,7 +3,13 @@
 // joined, and a new one whenever membership changes (membership.ts). Forming
 // gives every member the state to start from: newcomers are sent the weights
 // and momentum, survivors check theirs against the survivors' checksum, so
-// every member starts the group identical.
+// every member starts the group identical. Forming takes three steps:
+//
+//   1. init to every member: rank, world size, config, a fresh tag, and the
+//      state (to a member that holds it already, only its checksum);
+//   2. data-status from every member; the dataset to those that lack it;
+//   3. ready from every member (its ring address); connect to every member
+//      (its predecessor's address, or the star hub's), and the hub serves.
 
 import { randomInt } from 'node:crypto';
 import type { TrainConfig } from '../common/training/config.js';
@@ -47,6 +53,12 @@ export interface GroupSetup {
   feed: RunFeed | null;
 }
 
+/** Members that hold the state's weights and momentum already, and the checksum they agreed on. */
+export interface Holders {
+  members: Set<Member>;
+  checksum: string;
+}
+
 export class Group {
   private constructor(
     readonly members: Member[],
@@ -71,65 +83,14 @@ export class Group {
    * them again.
    */
   static async form(
-    members: Member[], state: RunState, setup: GroupSetup, holders: { members: Set<Member>; checksum: string } | null = null,
+    members: Member[], state: RunState, setup: GroupSetup, holders: Holders | null = null,
   ): Promise<Group> {
-    const { cfg, allreduce, log, feed } = setup;
-    const worldSize = members.length;
     // A fresh tag per group: frames of a group that was halted cannot enter this one.
     const tag = randomInt(1, 0xffff_ffff);
-    const hash = configHash(cfg);
-    // Every member that can be reached gets its init, even after one fails:
-    // the recovery that follows halts them all, and a halt only makes sense
-    // to a worker that has been given a group.
-    let unreachable: MemberFailure | null = null;
-    const none = new Float32Array(0);
-    members.forEach((m, rank) => {
-      m.conn.peer = `rank ${rank} (worker ${m.address})`;
-      const holds = holders?.members.has(m) ?? false;
-      try {
-        send(m, {
-          type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: setup.datasetHash, datasetBytes: setup.datasetBytes,
-          weights: holds ? none : state.weights, momentum: holds ? none : state.momentum, runningStats: state.runningStats,
-          stateIncluded: !holds, stateChecksum: holds ? holders!.checksum : '', step: state.step,
-          allreduce, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
-        });
-      } catch (err) {
-        unreachable ??= err as MemberFailure;
-      }
-    });
-    if (unreachable) throw unreachable;
-    if (holders) {
-      const kept = members.filter((m) => holders.members.has(m)).length;
-      log(`group of ${worldSize} from step ${state.step}: ${kept} kept their weights and momentum, ${worldSize - kept} were sent them`);
-    }
-    const statuses = await gather(members, 'data-status');
-    const needing = members.filter((_, rank) => !statuses[rank].cached);
-    if (needing.length > 0) {
-      const blob = setup.datasetBlob();
-      for (const m of needing) send(m, { type: 'dataset', hash: setup.datasetHash, blob });
-    }
-    log(`dataset ${setup.datasetHash.slice(0, 12)} (${(setup.datasetBytes / 1e6).toFixed(1)} MB): sent to ${needing.length} worker(s), ` +
-      `cached on ${worldSize - needing.length}`);
-    const hubServer = allreduce === 'star' && worldSize > 1 ? await StarHubServer.listen({ worldSize, host: setup.hubHost, port: 0, tag }) : null;
-    try {
-      const readies = await gather(members, 'ready');
-      readies.forEach((r, rank) => {
-        log(`rank ${rank}: ready, backend ${r.backend}`);
-        if (members[rank].view) feed?.workerUpdate(members[rank].view!, { backend: r.backend, state: 'ready' });
-      });
-      members.forEach((m, rank) => {
-        const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
-        send(m, { type: 'connect', peer });
-      });
-      if (!hubServer) return new Group(members, null, null);
-      const hub = new StarHub(await hubServer.accept(), { tag });
-      const serving = hub.serve();
-      serving.catch(() => {}); // a hub failure also fails the workers' all-reduce, which they report
-      return new Group(members, hub, serving);
-    } catch (err) {
-      await hubServer?.close();
-      throw err;
-    }
+    sendInits(members, state, setup, holders, tag);
+    await sendDataset(members, setup);
+    const { hub, serving } = await wireAllReduce(members, setup, tag);
+    return new Group(members, hub, serving);
   }
 
   /** Sends `msg` to every member; a member whose socket is gone fails the call. */
@@ -154,6 +115,83 @@ function send(m: Member, msg: ControlMessage): void {
     m.conn.send(msg);
   } catch (err) {
     throw new MemberFailure(m, err as Error);
+  }
+}
+
+/**
+ * Step 1 of forming: every member's `init` (its rank, the config, the state;
+ * holders get the checksum in place of the weights and momentum). Every
+ * member that can be reached gets its init, even after one fails: the
+ * recovery that follows halts them all, and a halt only makes sense to a
+ * worker that has been given a group.
+ */
+function sendInits(members: Member[], state: RunState, setup: GroupSetup, holders: Holders | null, tag: number): void {
+  const { cfg, allreduce } = setup;
+  const worldSize = members.length;
+  const hash = configHash(cfg);
+  let unreachable: MemberFailure | null = null;
+  const none = new Float32Array(0);
+  members.forEach((m, rank) => {
+    m.conn.peer = `rank ${rank} (worker ${m.address})`;
+    const holds = holders?.members.has(m) ?? false;
+    try {
+      send(m, {
+        type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: setup.datasetHash, datasetBytes: setup.datasetBytes,
+        weights: holds ? none : state.weights, momentum: holds ? none : state.momentum, runningStats: state.runningStats,
+        stateIncluded: !holds, stateChecksum: holds ? holders!.checksum : '', step: state.step,
+        allreduce, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
+      });
+    } catch (err) {
+      unreachable ??= err as MemberFailure;
+    }
+  });
+  if (unreachable) throw unreachable;
+  if (holders) {
+    const kept = members.filter((m) => holders.members.has(m)).length;
+    setup.log(`group of ${worldSize} from step ${state.step}: ${kept} kept their weights and momentum, ${worldSize - kept} were sent them`);
+  }
+}
+
+/** Step 2: each member says whether it holds the dataset; those that do not are sent the blob. */
+async function sendDataset(members: Member[], setup: GroupSetup): Promise<void> {
+  const statuses = await gather(members, 'data-status');
+  const needing = members.filter((_, rank) => !statuses[rank].cached);
+  if (needing.length > 0) {
+    const blob = setup.datasetBlob();
+    for (const m of needing) send(m, { type: 'dataset', hash: setup.datasetHash, blob });
+  }
+  setup.log(`dataset ${setup.datasetHash.slice(0, 12)} (${(setup.datasetBytes / 1e6).toFixed(1)} MB): sent to ${needing.length} worker(s), ` +
+    `cached on ${members.length - needing.length}`);
+}
+
+/**
+ * Step 3: once every member is `ready`, tells each one its all-reduce peer
+ * (ring: its predecessor's endpoint; star: the hub, which listens here
+ * from before the members are ready and serves once all are connected).
+ */
+async function wireAllReduce(
+  members: Member[], setup: GroupSetup, tag: number,
+): Promise<{ hub: StarHub | null; serving: Promise<void> | null }> {
+  const worldSize = members.length;
+  const hubServer = setup.allreduce === 'star' && worldSize > 1 ? await StarHubServer.listen({ worldSize, host: setup.hubHost, port: 0, tag }) : null;
+  try {
+    const readies = await gather(members, 'ready');
+    readies.forEach((r, rank) => {
+      setup.log(`rank ${rank}: ready, backend ${r.backend}`);
+      if (members[rank].view) setup.feed?.workerUpdate(members[rank].view!, { backend: r.backend, state: 'ready' });
+    });
+    members.forEach((m, rank) => {
+      const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
+      send(m, { type: 'connect', peer });
+    });
+    if (!hubServer) return { hub: null, serving: null };
+    const hub = new StarHub(await hubServer.accept(), { tag });
+    const serving = hub.serve();
+    serving.catch(() => {}); // a hub failure also fails the workers' all-reduce, which they report
+    return { hub, serving };
+  } catch (err) {
+    await hubServer?.close();
+    throw err;
   }
 }
 

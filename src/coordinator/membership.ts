@@ -15,9 +15,10 @@
 //   3. --on-worker-loss decides: abort writes a checkpoint at C and ends the
 //      run; wait holds until spares bring the group back to --workers;
 //      shrink goes on with the survivors (plus any spares);
-//   4. a new group is formed (group.ts) from C, with new ranks: the global
-//      batches stay the same and are cut into the new number of shards, so
-//      every image of the epoch is still seen once.
+//   4. a new group of the survivors, then the spares that fit, is formed
+//      (group.ts) from C, with new ranks: the global batches stay the same
+//      and are cut into the new number of shards, so every image of the
+//      epoch is still seen once.
 //
 // A failure during any of this starts it again with the members that remain.
 
@@ -71,75 +72,140 @@ export class Membership {
    * Replaces the group after `cause` (a MemberFailure, or null for growth).
    * Returns once a new group is ready to train from the committed step;
    * throws when the policy, or the loss of every worker, ends the run.
+   * The steps are those of the file comment; a member failure in step 2 or 4
+   * starts again at step 1 with the members that remain.
    */
   async reform(cause: MemberFailure | null): Promise<void> {
-    const { setup, lobby, policy, target } = this.o;
-    const log = setup.log;
     const step = this.state.step;
     const before = this.group.size;
-    log(cause ? `${cause.member.conn.peer}: ${withoutPeer(cause.member, cause.message)}; halting the group at step ${step}` : `a spare is waiting; halting the group at step ${step} to add it`);
+    this.o.setup.log(cause
+      ? `${cause.member.conn.peer}: ${withoutPeer(cause.member, cause.message)}; halting the group at step ${step}`
+      : `a spare is waiting; halting the group at step ${step} to add it`);
     await this.group.close();
-    const lostNames: string[] = [];
-    const lostViews: WorkerView[] = [];
+    const lostSoFar: Lost = { names: [], views: [] };
     let members = this.group.members;
     for (;;) {
-      const { survivors, lost, halted } = await haltMembers(members, step);
-      for (const { member, reason } of lost) {
-        log(`lost ${member.conn.peer}: ${reason}`);
-        lostNames.push(`worker ${member.address}`);
-        if (member.view) {
-          setup.feed?.workerUpdate(member.view, { state: 'failed' });
-          lostViews.push(member.view);
-        }
-      }
-      if (survivors.length === 0) {
-        throw new Error(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
-      }
-      // From here the group is the survivors: the lobby has room for the lost ones' places.
-      this.group = Group.unformed(survivors);
-      checkAgreement(survivors, halted, step);
-      this.state.runningStats.set(averageStats(halted));
-      try {
-        await fetchWeights(survivors[0], this.state);
-      } catch (err) {
-        if (!(err instanceof MemberFailure)) throw err;
-        members = survivors;
+      const round = await this.halt(members, step, lostSoFar);
+      if (!(await this.agreeOnState(round, step))) {
+        members = round.survivors;
         continue;
       }
-      if (lostNames.length > 0 && policy === 'abort') {
-        await this.o.checkpoint();
-        throw new Error(`lost ${lostNames.join(', ')} (--on-worker-loss abort): checkpoint written at step ${step}; ` +
-          `continue with coordinator --resume ${setup.cfg.out}`);
-      }
-      if (policy === 'wait' && survivors.length + lobby.spares < target) {
-        const missing = target - survivors.length - lobby.spares;
-        log(`--on-worker-loss wait: waiting for ${missing} replacement worker(s) (worker --connect <this coordinator>)`);
-        await lobby.waitForSpares(target - survivors.length);
-      }
-      const spares = lobby.takeSpares(target - survivors.length);
-      const next = [...survivors, ...spares];
-      if (lost.length === 0 && spares.length === 0 && ++this.fruitless > MAX_FRUITLESS_REFORMS) {
-        throw new Error(`the all-reduce failed ${this.fruitless} times in a row with every worker alive (${cause?.message}): ` +
-          'check the network between the workers (--ring-host, firewalls)');
-      }
-      this.group = Group.unformed(next);
-      try {
-        // Survivors hold the committed weights and momentum already: only newcomers are sent them.
-        this.group = await Group.form(next, this.state, setup, { members: new Set(survivors), checksum: halted[0].checksum });
-      } catch (err) {
-        if (!(err instanceof MemberFailure)) throw err;
-        log(`${err.member.conn.peer} failed while the group formed: ${withoutPeer(err.member, err.message)}`);
+      await this.applyLossPolicy(round.survivors, lostSoFar, step);
+      const next = this.addSpares(round, cause);
+      if (!(await this.formGroup(next, round))) {
         members = next;
         continue;
       }
-      this.lostViews.push(...lostViews);
-      setup.feed?.ranksAssigned(next.flatMap((m) => (m.view ? [m.view] : [])), this.lostViews);
-      this.changes.push({ step, from: before, to: next.length, lost: lostNames });
-      log(`group re-formed at step ${step}: ${next.length} worker(s)` +
-        (spares.length > 0 ? `, ${spares.length} joined` : '') + (lostNames.length > 0 ? `, ${lostNames.length} lost` : ''));
+      this.recordChange(step, before, next, next.length - round.survivors.length, lostSoFar);
       return;
     }
   }
+
+  /**
+   * Step 1: halts `members` at `step`; those that answer are the survivors
+   * and the group from now on (the lobby has room for the lost ones'
+   * places). Throws when nobody answers.
+   */
+  private async halt(members: Member[], step: number, lostSoFar: Lost): Promise<HaltRound> {
+    const { setup } = this.o;
+    const round = await haltMembers(members, step);
+    for (const { member, reason } of round.lost) {
+      setup.log(`lost ${member.conn.peer}: ${reason}`);
+      lostSoFar.names.push(`worker ${member.address}`);
+      if (member.view) {
+        setup.feed?.workerUpdate(member.view, { state: 'failed' });
+        lostSoFar.views.push(member.view);
+      }
+    }
+    if (round.survivors.length === 0) {
+      throw new Error(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
+    }
+    this.group = Group.unformed(round.survivors);
+    return round;
+  }
+
+  /**
+   * Step 2: the survivors' checksums must agree; their running statistics
+   * are averaged into the run state, and the weights and momentum fetched
+   * from the first survivor. False if that survivor failed meanwhile.
+   */
+  private async agreeOnState({ survivors, halted }: HaltRound, step: number): Promise<boolean> {
+    checkAgreement(survivors, halted, step);
+    this.state.runningStats.set(averageStats(halted));
+    try {
+      await fetchWeights(survivors[0], this.state);
+      return true;
+    } catch (err) {
+      if (!(err instanceof MemberFailure)) throw err;
+      return false;
+    }
+  }
+
+  /** Step 3: under abort, a loss ends the run with a checkpoint; under wait, the group waits for spares to fill it. */
+  private async applyLossPolicy(survivors: Member[], lostSoFar: Lost, step: number): Promise<void> {
+    const { setup, lobby, policy, target } = this.o;
+    if (lostSoFar.names.length > 0 && policy === 'abort') {
+      await this.o.checkpoint();
+      throw new Error(`lost ${lostSoFar.names.join(', ')} (--on-worker-loss abort): checkpoint written at step ${step}; ` +
+        `continue with coordinator --resume ${setup.cfg.out}`);
+    }
+    if (policy === 'wait' && survivors.length + lobby.spares < target) {
+      const missing = target - survivors.length - lobby.spares;
+      setup.log(`--on-worker-loss wait: waiting for ${missing} replacement worker(s) (worker --connect <this coordinator>)`);
+      await lobby.waitForSpares(target - survivors.length);
+    }
+  }
+
+  /**
+   * Step 4's members: the survivors, then the spares that fit. A
+   * re-formation that neither lost nor gained anyone counts as fruitless, and
+   * too many in a row end the run.
+   */
+  private addSpares({ survivors, lost }: HaltRound, cause: MemberFailure | null): Member[] {
+    const spares = this.o.lobby.takeSpares(this.o.target - survivors.length);
+    if (lost.length === 0 && spares.length === 0 && ++this.fruitless > MAX_FRUITLESS_REFORMS) {
+      throw new Error(`the all-reduce failed ${this.fruitless} times in a row with every worker alive (${cause?.message}): ` +
+        'check the network between the workers (--ring-host, firewalls)');
+    }
+    return [...survivors, ...spares];
+  }
+
+  /** Step 4: forms the group of `next` from the committed step. False if a member failed meanwhile. */
+  private async formGroup(next: Member[], { survivors, halted }: HaltRound): Promise<boolean> {
+    this.group = Group.unformed(next);
+    try {
+      // Survivors hold the committed weights and momentum already: only newcomers are sent them.
+      this.group = await Group.form(next, this.state, this.o.setup, { members: new Set(survivors), checksum: halted[0].checksum });
+      return true;
+    } catch (err) {
+      if (!(err instanceof MemberFailure)) throw err;
+      this.o.setup.log(`${err.member.conn.peer} failed while the group formed: ${withoutPeer(err.member, err.message)}`);
+      return false;
+    }
+  }
+
+  /** The new group is in place: the dashboard, the run's summary and the log say so. */
+  private recordChange(step: number, before: number, next: Member[], joined: number, lostSoFar: Lost): void {
+    this.lostViews.push(...lostSoFar.views);
+    this.o.setup.feed?.ranksAssigned(next.flatMap((m) => (m.view ? [m.view] : [])), this.lostViews);
+    this.changes.push({ step, from: before, to: next.length, lost: lostSoFar.names });
+    this.o.setup.log(`group re-formed at step ${step}: ${next.length} worker(s)` +
+      (joined > 0 ? `, ${joined} joined` : '') + (lostSoFar.names.length > 0 ? `, ${lostSoFar.names.length} lost` : ''));
+  }
+}
+
+/** The workers lost during one re-formation, over all its rounds. */
+interface Lost {
+  /** "worker host:port", for the run's summary and the abort message. */
+  names: string[];
+  views: WorkerView[];
+}
+
+/** What one halt found: the survivors with their `halted` answers (same order), and the members lost in this round. */
+interface HaltRound {
+  survivors: Member[];
+  halted: HaltedMessage[];
+  lost: { member: Member; reason: string }[];
 }
 
 /** Connection errors start with the peer's name; log lines name it once. */
@@ -149,7 +215,7 @@ function withoutPeer(member: Member, message: string): string {
 }
 
 /** Sends halt to every member and waits for each one's `halted`; those that answer are the survivors. */
-async function haltMembers(members: Member[], step: number): Promise<{ survivors: Member[]; halted: HaltedMessage[]; lost: { member: Member; reason: string }[] }> {
+async function haltMembers(members: Member[], step: number): Promise<HaltRound> {
   const answers = await Promise.all(members.map(async (member) => {
     try {
       member.conn.send({ type: 'halt', step });

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `worker --connect host:port --token T`: joins a coordinator as one data-parallel replica.
 import { Command, Option } from 'commander';
+import { backendOption, exitOnUsageError, numberFlag, portFlag } from '../common/cli/flags.js';
 import { runMain, UsageError } from '../common/cli/run-main.js';
 import type { BackendChoice } from '../common/backend/names.js';
 import { CACHE_ENV, defaultCacheDir } from '../common/data/dataset-cache.js';
@@ -14,14 +15,14 @@ const program = new Command('worker')
   .description('Join a coordinator as one training replica')
   .option('--connect <address>', `coordinator address: host:port, or wss://host:port for TLS (or ${CONNECT_ENV})`)
   .option('--token <token>', `shared secret (or ${TOKEN_ENV})`)
-  .addOption(new Option('--backend <name>', "TensorFlow.js backend (default: the coordinator's --backend)").choices(['auto', 'tensorflow', 'wasm', 'cpu']))
+  .addOption(backendOption(null, "TensorFlow.js backend (default: the coordinator's --backend)"))
   .option('--ring-host <addr>', 'address this worker\'s all-reduce endpoint listens on and the other workers reach it at', '127.0.0.1')
-  .addOption(new Option('--ring-port <n>', 'port of this worker\'s all-reduce endpoint (0: any free port; fix it to open a firewall)').default(0).argParser((v) => Number(v)))
+  .addOption(new Option('--ring-port <n>', 'port of this worker\'s all-reduce endpoint (0: any free port; fix it to open a firewall)').default(0).argParser(portFlag))
   .option('--ca <file>', 'PEM certificate (or CA) to trust for a wss:// coordinator')
   .option('--cache-dir <dir>', `where received datasets are cached by content hash (default: $${CACHE_ENV} or ~/.cache/tfjs-ddp)`)
   .option('--no-cache', 'do not cache the received dataset')
-  .addOption(new Option('--reconnect-timeout <seconds>', 'keep trying to reach the coordinator (also after it crashed, for coordinator --resume) this long').default(60).argParser((v) => Number(v)));
-program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+  .addOption(new Option('--reconnect-timeout <seconds>', 'keep trying to reach the coordinator (also after it crashed, for coordinator --resume) this long').default(60).argParser(numberFlag(0)));
+exitOnUsageError(program);
 
 await runMain('worker', async () => {
   program.parse();
@@ -32,10 +33,6 @@ await runMain('worker', async () => {
     parseCoordinatorAddress(connect);
   } catch (err) {
     throw new UsageError((err as Error).message);
-  }
-  if (!Number.isInteger(opts.ringPort) || opts.ringPort < 0 || opts.ringPort > 65535) throw new UsageError(`--ring-port must be 0..65535, got ${String(opts.ringPort)}`);
-  if (!Number.isFinite(opts.reconnectTimeout) || opts.reconnectTimeout < 0) {
-    throw new UsageError(`--reconnect-timeout must be a number of seconds >= 0, got ${String(opts.reconnectTimeout)}`);
   }
   const token = opts.token ?? process.env[TOKEN_ENV];
   if (!token) throw new UsageError(`no token: pass --token <secret> (or set ${TOKEN_ENV}) as given to the coordinator`);

@@ -1,20 +1,20 @@
 // One group session of a worker: from an `init` to `done` or `halt`. The
 // session builds the model and the all-reduce for its rank and world size,
-// then trains the global batches the coordinator names: each step computes
-// the gradient of this rank's shard, sums it with the other ranks'
-// (all-reduce), waits until the previous step is committed, and applies the
-// same SGD step as every other rank, so all replicas keep bit-identical
+// then trains the global batches the coordinator names, one step at a time
+// (common/training/step.ts): the gradient of this rank's shard, summed with
+// the other ranks' (all-reduce), then, once the previous step is committed,
+// the same SGD step as every other rank, so all replicas keep bit-identical
 // weights. A halt ends the session wherever it is; the caller then rolls the
 // state back to the committed step.
 
 import * as tf from '@tensorflow/tfjs-core';
 import { describeBackend, initBackend } from '../common/backend/backend.js';
-import { buildModelSpec } from '../common/model/spec.js';
 import { Replica } from '../common/model/replica.js';
-import { sgdStep, updateRunningStats } from '../common/optim/sgd.js';
-import { learningRate } from '../common/optim/schedule.js';
+import { learningRate, scheduleOf } from '../common/optim/schedule.js';
 import { globalBatches, shardRange } from '../common/data/sampler.js';
 import { evaluateRange } from '../common/training/evaluation.js';
+import { modelSpecFor } from '../common/training/run-state.js';
+import { BadSteps, TrainStep, type StepReport } from '../common/training/step.js';
 import { BatchLoader } from '../common/data/batch-loader.js';
 import type { TrainConfig } from '../common/training/config.js';
 import { NORMALIZE } from '../common/data/augment.js';
@@ -47,6 +47,9 @@ let snapshotsTaken = 0;
  * between live workers, as a drill for the re-forming limit.
  */
 export const CUT_LINKS_FAULT_ENV = 'TFJS_DDP_CUT_LINKS_AT';
+
+/** And "rank:S": that rank nudges one of its weights after applying (1-based) step S, so its replica diverges (a drill for the checksums). */
+export const DIVERGE_FAULT_ENV = 'TFJS_DDP_DIVERGE_AT';
 
 function dieIfInjected(point: string): void {
   if (process.env[EXIT_FAULT_ENV] === point) process.kill(process.pid, 'SIGKILL');
@@ -84,9 +87,7 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
   const { rank, worldSize } = init;
   const cfg = init.config;
   await initBackend(ctx.backend ?? cfg.backend);
-  const spec = buildModelSpec({
-    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
-  });
+  const spec = modelSpecFor(cfg, data);
   const { weights, momentum, runningStats } = ctx.state;
   if (spec.paramCount !== weights.length || spec.paramCount !== momentum.length || spec.runningStatsSize !== runningStats.length) {
     throw new Error(`the coordinator sent ${weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
@@ -150,11 +151,6 @@ function tensorMemory(): { tensors: number; tensorBytes: number } {
   return { tensors: numTensors, tensorBytes: numBytes };
 }
 
-function allFinite(values: Float32Array): boolean {
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
-  return true;
-}
-
 /**
  * An all-reduce link failed (a peer vanished, a link broke): this rank tells
  * the coordinator and waits for its halt, since only the coordinator knows
@@ -177,7 +173,7 @@ class GroupTrainer {
   private readonly cfg: TrainConfig;
   private readonly init: InitMessage;
   private readonly state: ReplicaState;
-  private readonly grad: Float32Array;
+  private readonly step: TrainStep;
   /**
    * Whether the running statistics changed since they were last averaged
    * across replicas. A new group starts with the coordinator's average.
@@ -185,8 +181,8 @@ class GroupTrainer {
   private statsDiverged = false;
   /** Sequence number of all-reduce calls; every rank makes the same calls in the same order. */
   private reduceSeq = 0;
-  /** Consecutive steps skipped for a non-finite gradient sum. */
-  private badSteps = 0;
+  /** Every rank counts the same skips (they see the same sums), so all stop together. */
+  private readonly badSteps: BadSteps;
   /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
   private readonly faults: Set<string>;
 
@@ -199,18 +195,35 @@ class GroupTrainer {
     this.init = ctx.init;
     this.cfg = ctx.init.config;
     this.state = ctx.state;
-    this.grad = new Float32Array(this.state.weights.length);
+    this.badSteps = new BadSteps(this.cfg.maxBadSteps);
     this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
+    const { state } = this;
+    this.step = new TrainStep(replica, state, {
+      hyper: { momentum: this.cfg.momentum, weightDecay: this.cfg.weightDecay },
+      // One worker alone has no reducer, and its step no exchange.
+      exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad) } : undefined,
+      hooks: {
+        afterBackward: (grad) => {
+          if (this.faults.has(`${this.init.rank}:${state.step + 1}`)) grad[0] = Number.NaN;
+        },
+        beforeUpdate: async () => {
+          // Applying this step before the previous one is committed could leave
+          // this replica two steps past a rank that is about to be lost; see halt.
+          // The commit has nearly always arrived while this step computed.
+          await ctx.inbox.committedThrough(state.step);
+          state.rememberBeforeStep();
+        },
+      },
+    });
   }
 
   async runSteps({ epoch, from, steps }: EpochMessage): Promise<void> {
     const { cfg, init, state } = this;
-    const { conn, inbox, data } = this.ctx;
+    const { inbox, data } = this.ctx;
     const batches = globalBatches(data.train.count, cfg.batchSize, cfg.seed, epoch, { shuffle: true });
     if (!Number.isInteger(from) || !Number.isInteger(steps) || from < 0 || steps < 1 || from + steps > batches.length) {
       throw new Error(`the coordinator asked for steps ${from}..${from + steps - 1} of epoch ${epoch}, which has ${batches.length}`);
     }
-    const schedule = { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
     // This rank's shard of each global batch, augmented in the loader's
     // thread while the previous step computes. A group of another size cuts
     // the same global batches differently, so every image is still seen once.
@@ -222,52 +235,37 @@ class GroupTrainer {
     let waitStart = performance.now();
     for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
       if (inbox.halt) throw new HaltSignal(inbox.halt);
-      const stepStart = performance.now();
-      const dataMs = stepStart - waitStart;
-      const global = batches[stepInEpoch];
-      const count = shards[stepInEpoch - from].length;
-      // Scaled by the *global* batch size, so the all-reduce SUM is the gradient of the global mean loss.
-      const res = this.replica.computeGradients({ x, y, count }, 1 / global.length, this.grad);
-      if (this.faults.has(`${init.rank}:${state.step + 1}`)) this.grad[0] = Number.NaN;
-      const localNonFinite = !allFinite(this.grad);
-      if (process.env[CUT_LINKS_FAULT_ENV] === String(state.step + 1)) await this.reducer?.close();
-      const reduceStart = performance.now();
-      const gradMs = reduceStart - stepStart;
-      await this.allReduce(this.grad);
-      const reduceMs = performance.now() - reduceStart;
-      // Applying this step before the previous one is committed could leave
-      // this replica two steps past a rank that is about to be lost; see halt.
-      // The commit has nearly always arrived while this step computed.
-      await inbox.committedThrough(state.step);
-      state.rememberBeforeStep();
-      // Every rank holds the same summed bytes, so every rank takes the same
-      // decision: a non-finite sum skips the update everywhere (no weights,
-      // momentum or BatchNorm statistics change), and the replicas stay equal.
-      const skipped = !allFinite(this.grad);
-      if (!skipped) {
-        const lr = learningRate(epoch, stepInEpoch, batches.length, schedule);
-        // A skipped first step leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
-        sgdStep(state.weights, this.grad, state.momentum, { lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay }, state.step === 0);
-        // Per-replica BatchNorm statistics, as PyTorch DDP; averaged at the end of the epoch.
-        if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
-        // Set on every rank alike (a rank with an empty shard has no batchStats),
-        // because it decides whether every rank joins the averaging all-reduce.
-        if (state.runningStats.length > 0) this.statsDiverged = true;
-        this.replica.setWeights(state.weights);
-      }
-      state.step++;
-      const checksum = state.step % init.checksumEvery === 0 ? state.optimizerChecksum() : null;
-      conn.send({
-        type: 'step', step: state.step, lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped, checksum,
-        dataMs, gradMs, reduceMs, stepMs: performance.now() - stepStart, ...tensorMemory(),
-      });
+      const dataMs = performance.now() - waitStart;
+      const lr = learningRate(epoch, stepInEpoch, batches.length, scheduleOf(cfg));
+      const r = await this.step.run({ x, y, count: shards[stepInEpoch - from].length }, batches[stepInEpoch].length, lr);
+      if (process.env[DIVERGE_FAULT_ENV] === `${init.rank}:${state.step}`) state.weights[0] = Math.fround(state.weights[0] + 1e-3);
+      // Set on every rank alike (a rank with an empty shard has no batch statistics),
+      // because it decides whether every rank joins the averaging all-reduce.
+      if (!r.skipped && state.runningStats.length > 0) this.statsDiverged = true;
+      this.report(r, dataMs);
       stepInEpoch++;
       waitStart = performance.now();
-      // Every rank counts the same skips, so all stop here together; the
-      // coordinator then takes a snapshot for its checkpoint and ends the run.
-      this.badSteps = skipped ? this.badSteps + 1 : 0;
-      if (this.badSteps >= cfg.maxBadSteps) return;
+      // The coordinator then takes a snapshot for its checkpoint and ends the run.
+      if (this.badSteps.note(r.skipped)) return;
     }
+  }
+
+  /** The step's report to the coordinator: its sums, its times, and every --checksum-every steps a weight checksum. */
+  private report(r: StepReport, dataMs: number): void {
+    const { state } = this;
+    const checksumStart = performance.now();
+    const checksum = state.step % this.init.checksumEvery === 0 ? state.optimizerChecksum() : null;
+    this.ctx.conn.send({
+      type: 'step', step: state.step, lossSum: r.lossSum, correct: r.correct, count: r.count, localNonFinite: r.localNonFinite,
+      skipped: r.skipped, checksum, dataMs, gradMs: r.gradMs, reduceMs: r.reduceMs,
+      stepMs: r.stepMs + (performance.now() - checksumStart), ...tensorMemory(),
+    });
+  }
+
+  /** The step's gradient exchange: the all-reduce SUM (TFJS_DDP_CUT_LINKS_AT cuts the links just before it). */
+  private async exchangeGradient(grad: Float32Array): Promise<void> {
+    if (process.env[CUT_LINKS_FAULT_ENV] === String(this.state.step + 1)) await this.reducer?.close();
+    await this.allReduce(grad);
   }
 
   /** Averages the running statistics across replicas, then evaluates this rank's shard of the test set. */

@@ -3,9 +3,10 @@
 // before the last step, so that an uncommitted step can be undone when the
 // group changes (see `halt` in docs/PROTOCOL.md).
 
-import { weightsChecksum, type InitMessage } from '../common/protocol/index.js';
+import { stateChecksum, type InitMessage } from '../common/protocol/index.js';
+import type { OptimizerState } from '../common/training/step.js';
 
-export class ReplicaState {
+export class ReplicaState implements OptimizerState {
   readonly weights: Float32Array;
   readonly momentum: Float32Array;
   readonly runningStats: Float32Array;
@@ -51,12 +52,12 @@ export class ReplicaState {
 
   /** Fingerprint of weights and momentum, identical on every replica at every step. */
   optimizerChecksum(): string {
-    return weightsChecksum(this.concat(this.weights, this.momentum));
+    return stateChecksum(this.concat(this.weights, this.momentum));
   }
 
   /** Fingerprint of everything that must be identical after the statistics are averaged (snapshots). */
   fullChecksum(): string {
-    return weightsChecksum(this.concat(this.weights, this.momentum, this.runningStats));
+    return stateChecksum(this.concat(this.weights, this.momentum, this.runningStats));
   }
 
   private concat(...parts: Float32Array[]): Float32Array {

@@ -1,5 +1,6 @@
-// Loads the PyTorch reference fixtures from ../shared/golden (beside the repo
-// in development and in CI) into our flat layouts.
+// Loads the PyTorch reference fixtures in test/fixtures/golden (made by
+// scripts/make-golden.py, described in test/fixtures/golden/README.md) into our
+// flat layouts.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +9,18 @@ import { buildModelSpec, type ModelName, type ModelSpec } from '../../src/common
 import { fromTorch, stateFromTorch, type ModelState } from '../../src/common/model/torch-layout.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const GOLDEN_DIR = path.resolve(repoRoot, '../shared/golden');
+/**
+ * test/fixtures/golden, or TFJS_DDP_GOLDEN_DIR to check a freshly generated
+ * set (python3 scripts/make-golden.py --out DIR) without replacing the committed one.
+ */
+export const GOLDEN_DIR = process.env.TFJS_DDP_GOLDEN_DIR
+  ? path.resolve(process.env.TFJS_DDP_GOLDEN_DIR)
+  : path.join(repoRoot, 'test/fixtures/golden');
+
+/** The fixture file of one model: `<model>-w4.safetensors`. */
+export function goldenFile(model: ModelName): string {
+  return path.join(GOLDEN_DIR, `${model}-w4.safetensors`);
+}
 
 export interface Golden {
   spec: ModelSpec;
@@ -23,8 +35,8 @@ export interface Golden {
 }
 
 export function loadGolden(model: ModelName): Golden {
-  const file = path.join(GOLDEN_DIR, `${model}-w4.safetensors`);
-  if (!fs.existsSync(file)) throw new Error(`golden fixture ${file} is missing: the repo expects ../shared/golden beside it`);
+  const file = goldenFile(model);
+  if (!fs.existsSync(file)) throw new Error(`golden fixture ${file} is missing: restore it from git or regenerate it with python3 scripts/make-golden.py`);
   const contents = readSafetensors(new Uint8Array(fs.readFileSync(file)), file);
   const width = Number(contents.metadata.width);
   const batch = Number(contents.metadata.batch);

@@ -1,8 +1,11 @@
 // The project's compiled CLIs as real child processes, for tests of what
 // users run: output captured, exit awaited. Needs the build (npx tsc -p .).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 
 export const root = path.resolve(import.meta.dirname, '../..');
@@ -33,6 +36,34 @@ export function startCli(script: string, args: string[], env: Record<string, str
 export async function runScript(script: string, args: string[], cwd = root): Promise<string> {
   const { stdout } = await promisify(execFile)(process.execPath, [path.join(root, 'dist/scripts', script), ...args], { cwd, encoding: 'utf8' });
   return stdout;
+}
+
+/**
+ * Like runScript, and also returns the script process's peak resident memory
+ * as the kernel counts it (getrusage's maxRSS, read when it exits by a module
+ * preloaded into its main thread): a measurement independent of any the
+ * script makes itself.
+ */
+export async function runScriptWithPeakRss(script: string, args: string[], cwd = root): Promise<{ stdout: string; maxRssMb: number }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-rss-'));
+  try {
+    const preload = path.join(dir, 'max-rss.mjs');
+    const result = path.join(dir, 'max-rss-kib');
+    // Worker threads and child processes of the script load the preload too: only the script's own main thread writes.
+    fs.writeFileSync(preload, [
+      "import fs from 'node:fs';",
+      "import { isMainThread } from 'node:worker_threads';",
+      `if (isMainThread && process.ppid === ${process.pid}) {`,
+      `  process.on('exit', () => fs.writeFileSync(${JSON.stringify(result)}, String(process.resourceUsage().maxRSS)));`,
+      '}',
+    ].join('\n'));
+    const { stdout } = await promisify(execFile)(
+      process.execPath, ['--import', pathToFileURL(preload).href, path.join(root, 'dist/scripts', script), ...args], { cwd, encoding: 'utf8' },
+    );
+    return { stdout, maxRssMb: Number(fs.readFileSync(result, 'utf8')) / 1024 };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */

@@ -10,13 +10,13 @@ import { UsageError } from '../../common/cli/run-main.js';
 import { argmaxRows, formatConfusion, summarize, type ConfusionSummary } from '../../common/io/confusion.js';
 import { datasetInfo } from '../../common/data/dataset-info.js';
 import { loadDataset } from '../../common/data/load-dataset.js';
-import { writeConfusionPng } from '../../common/io/plot/charts.js';
+import { writeConfusionPng } from '../../common/io/plot/confusion.js';
 import { Replica, scoreLogits } from '../../common/model/replica.js';
 import { globalBatches } from '../../common/data/sampler.js';
 import { loadTrainedModel } from '../../common/training/trained-model.js';
 import type { BackendChoice } from '../../common/backend/names.js';
 import type { DatasetName } from '../../common/data/types.js';
-import { backendOption, datasetOption, positiveInt } from './options.js';
+import { backendOption, datasetOption, intFlag } from '../../common/cli/flags.js';
 
 export interface EvaluateOptions {
   dataset?: DatasetName;
@@ -101,9 +101,9 @@ export function registerEvaluate(program: Command): void {
     .addOption(datasetOption("test data (default: the checkpoint's dataset)"))
     .option('--data-dir <dir>', "dataset directory (default: the checkpoint's, else the dataset's default)")
     .option('--no-download', 'never download CIFAR-10; fail if its files are missing')
-    .addOption(new Option('--test-limit <n>', "class-balanced subset of the test set (default: the checkpoint's)").argParser(positiveInt))
+    .addOption(new Option('--test-limit <n>', "class-balanced subset of the test set (default: the checkpoint's)").argParser(intFlag(1)))
     .addOption(backendOption())
-    .addOption(new Option('--batch-size <n>', 'images per forward pass').argParser(positiveInt).default(128))
+    .addOption(new Option('--batch-size <n>', 'images per forward pass').argParser(intFlag(1)).default(128))
     .option('--out <dir>', 'directory for confusion.png (default: the checkpoint\'s directory)')
     .action(async (checkpoint: string, opts: EvaluateOptions) => {
       await runEvaluate(checkpoint, opts);

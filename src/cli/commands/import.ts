@@ -9,11 +9,11 @@ import { checkpointFileName, listCheckpoints } from '../../common/io/checkpoint.
 import { DEFAULTS, type TrainConfig } from '../../common/training/config.js';
 import { DATASET_NAMES, datasetInfo, isDatasetName } from '../../common/data/dataset-info.js';
 import { StateDictFlagMismatch, stateDictFromSafetensors } from '../../common/io/export/torch-state-dict.js';
-import { MODEL_NAMES, type ModelName } from '../../common/model/spec.js';
+import type { ModelName } from '../../common/model/spec.js';
 import { readSafetensors, SafetensorsError } from '../../common/io/safetensors.js';
 import { saveCheckpoint, type RunState } from '../../common/training/run-state.js';
 import type { DatasetName } from '../../common/data/types.js';
-import { datasetOption, positiveInt } from './options.js';
+import { datasetOption, intFlag, modelOption } from '../../common/cli/flags.js';
 
 export interface ImportOptions {
   out: string;
@@ -105,8 +105,8 @@ export function registerImport(program: Command): void {
     .description('make a checkpoint from a PyTorch state_dict in safetensors form (model, width, classes and channels are read from the shapes)')
     .argument('<file>', '.safetensors file with the state_dict')
     .requiredOption('--out <dir>', 'directory for the checkpoint (must hold no checkpoints yet)')
-    .addOption(new Option('--model <name>', 'expected network (default: inferred from the keys)').choices([...MODEL_NAMES]))
-    .addOption(new Option('--width <n>', 'expected base width (default: inferred from conv1.weight)').argParser(positiveInt))
+    .addOption(modelOption(undefined, 'expected network (default: inferred from the keys)'))
+    .addOption(new Option('--width <n>', 'expected base width (default: inferred from conv1.weight)').argParser(intFlag(1)))
     .addOption(datasetOption('dataset the model was trained on (class names, input format); needed for 3-channel models unless the file says'))
     .option('--prefix <p>', 'strip this prefix from every key, e.g. "module." for DataParallel state_dicts')
     .action(async (file: string, opts: ImportOptions) => {

@@ -11,7 +11,7 @@ import { readImageFile } from '../../common/image/read-image.js';
 import { Replica } from '../../common/model/replica.js';
 import { loadTrainedModel } from '../../common/training/trained-model.js';
 import type { BackendChoice } from '../../common/backend/names.js';
-import { backendOption } from './options.js';
+import { backendOption } from '../../common/cli/flags.js';
 
 export const TOP_K = 3;
 

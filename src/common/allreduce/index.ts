@@ -4,7 +4,7 @@
 // Wiring a ring (addresses travel through the coordinator):
 //   worker r:    const endpoint = await RingEndpoint.listen({ rank, worldSize, host, port: 0, tag });
 //                send endpoint.address to the coordinator;
-//   coordinator: tells rank r the address of rank (r - 1 + N) % N;
+//   coordinator: tells rank r the address of rank (r - 1 + N) % N;   (the steps: transport/ring-wiring.ts)
 //   worker r:    const reducer = new RingAllReducer(await endpoint.connect(prevAddress), { tag });
 //                await reducer.allReduceSum(grads, seq);   // every step, in place; seq counts the calls
 //
@@ -21,15 +21,11 @@ export { StarAllReducer, StarHub, type StarOptions } from './star.js';
 export { AllReduceError } from './errors.js';
 export { DEFAULT_CHUNK_ELEMENTS, RingLayout } from './layout.js';
 export { createMemoryLinkPair, createMemoryRing, type MemoryLinkOptions } from './transport/memory.js';
+export { DEFAULT_MAX_FRAME_BYTES, type PeerAddress } from './transport/ws-handshake.js';
+export { RingEndpoint, type RingEndpointOptions } from './transport/ring-wiring.js';
 export {
   connectToStarHub,
-  createLocalWsRing,
-  DEFAULT_MAX_FRAME_BYTES,
-  RingEndpoint,
   StarHubServer,
-  WsLink,
-  type PeerAddress,
-  type RingEndpointOptions,
   type StarClientOptions,
   type StarHubServerOptions,
-} from './transport/ws.js';
+} from './transport/star-wiring.js';

@@ -125,8 +125,8 @@ export class StarAllReducer implements AllReducer {
 
 /**
  * The hub side of the star. `links[r]` is the link to rank r. The hub needs
- * no per-step setup: it learns the step and gradient length from rank 0's
- * first frame and checks that every rank agrees.
+ * no setup per all-reduce: it learns the sequence number (`seq`) and the
+ * gradient length from rank 0's first frame and checks that every rank agrees.
  */
 export class StarHub {
   private closing = false;

@@ -1,132 +1,110 @@
-// A minimal reader for ustar / GNU tar archives, enough to unpack the CIFAR-10
-// tarball without adding an npm dependency. It understands regular files and
-// directories (including the ustar name prefix), skips pax and other special
-// entries, verifies every header checksum, and refuses entries whose paths
-// would escape the extraction directory.
+// Unpacks the CIFAR-10 .tar.gz with node-tar (npm `tar`). On top of node-tar's
+// own defences (no '..' or absolute paths, no writing through symlinks, a cap
+// on the gzip decompression ratio) this module refuses an archive that names a
+// path outside the target, extracts only regular files and directories (links,
+// devices and FIFOs are skipped), and stages everything in a temporary folder
+// first, so an interrupted or refused extraction never leaves a short file
+// under a final name.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
-import { promisify } from 'node:util';
+import * as tar from 'tar';
 import { DatasetError } from './errors.js';
 
-const BLOCK = 512;
-const gunzip = promisify(zlib.gunzip);
-
-export interface TarEntry {
-  /** Path inside the archive, with '/' separators and no trailing slash. */
-  name: string;
-  type: 'file' | 'directory';
-  /** File contents (a view into the archive buffer); empty for directories. */
-  data: Uint8Array;
-}
-
-/** Parses an uncompressed tar archive held in memory. */
-export function readTarEntries(archive: Uint8Array, archiveName = 'tar archive'): TarEntry[] {
-  const entries: TarEntry[] = [];
-  let offset = 0;
-  while (offset + BLOCK <= archive.length) {
-    const header = archive.subarray(offset, offset + BLOCK);
-    if (header.every((b) => b === 0)) return entries; // end-of-archive marker
-    verifyChecksum(header, offset, archiveName);
-
-    const size = readOctal(header, 124, 12, offset, archiveName);
-    const typeFlag = String.fromCharCode(header[156]);
-    const dataStart = offset + BLOCK;
-    const dataEnd = dataStart + size;
-    if (dataEnd > archive.length) {
-      throw new DatasetError(
-        `${archiveName} is truncated: the entry at byte ${offset} needs ${size} bytes but the archive ends at byte ${archive.length}.`,
-      );
-    }
-    const name = entryName(header);
-    if (typeFlag === '0' || typeFlag === '\0' || typeFlag === '7') {
-      entries.push({ name, type: 'file', data: archive.subarray(dataStart, dataEnd) });
-    } else if (typeFlag === '5') {
-      entries.push({ name: name.replace(/\/+$/, ''), type: 'directory', data: new Uint8Array(0) });
-    }
-    // Other types (pax headers 'x'/'g', links, devices) carry nothing we need.
-    offset = dataStart + Math.ceil(size / BLOCK) * BLOCK;
-  }
-  // Archives are normally closed by zero blocks, but a missing trailer alone
-  // does not lose data, so only a partial header counts as truncation.
-  if (offset !== archive.length) {
-    throw new DatasetError(`${archiveName} is truncated: it ends inside a header at byte ${offset}.`);
-  }
-  return entries;
-}
+/** Entry types that carry data we read; everything else is skipped. */
+const EXTRACTED_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory']);
 
 /**
- * Gunzips and unpacks a .tar.gz into `destDir`. Each file is written under a
- * temporary name and renamed, so an interrupted extraction never leaves a
- * file that looks complete but is short. Returns the extracted file paths.
+ * Gunzips and unpacks a .tar.gz into `destDir`, which is created if needed.
+ * Each file is moved to its final name only once the whole archive has been
+ * read and checked. Returns the extracted file paths, in archive order.
  */
 export async function extractTarGz(archivePath: string, destDir: string): Promise<string[]> {
-  let tar: Buffer;
-  try {
-    tar = await gunzip(await fs.promises.readFile(archivePath));
-  } catch (err) {
-    throw new DatasetError(
-      `Cannot decompress ${archivePath}: ${(err as Error).message}. Delete it and download it again.`,
-      { cause: err },
-    );
-  }
+  await requireGzip(archivePath);
   const root = path.resolve(destDir);
-  const written: string[] = [];
-  for (const entry of readTarEntries(tar, archivePath)) {
-    const target = safeTarget(root, entry.name, archivePath);
-    if (entry.type === 'directory') {
-      await fs.promises.mkdir(target, { recursive: true });
-      continue;
+  await fs.promises.mkdir(root, { recursive: true });
+  const staging = await fs.promises.mkdtemp(path.join(root, '.extracting-'));
+  try {
+    const files = new Set<string>();
+    const directories = new Set<string>();
+    let unsafe: string | undefined;
+    try {
+      await tar.x({
+        file: archivePath,
+        cwd: staging,
+        // Any warning (a bad checksum, a truncated entry) fails the extraction.
+        strict: true,
+        // As root, node-tar would otherwise give the files the archive's uid/gid.
+        preserveOwner: false,
+        filter: (name, entry) => {
+          const relative = name.replace(/\/+$/, '');
+          if (!isInside(staging, relative)) {
+            unsafe ??= name;
+            return false;
+          }
+          if (!('type' in entry) || !EXTRACTED_TYPES.has(entry.type)) return false;
+          (entry.type === 'Directory' ? directories : files).add(relative);
+          return true;
+        },
+      });
+    } catch (err) {
+      throw describeFailure(err, archivePath);
     }
-    await fs.promises.mkdir(path.dirname(target), { recursive: true });
-    const partial = `${target}.partial-${process.pid}`;
-    await fs.promises.writeFile(partial, entry.data);
-    await fs.promises.rename(partial, target);
-    written.push(target);
+    if (unsafe !== undefined) {
+      throw new DatasetError(`${archivePath} contains an unsafe path "${unsafe}" that points outside ${root}; refusing to extract it.`);
+    }
+    for (const dir of directories) await fs.promises.mkdir(path.join(root, dir), { recursive: true });
+    const written: string[] = [];
+    for (const file of files) {
+      const target = path.join(root, file);
+      await fs.promises.mkdir(path.dirname(target), { recursive: true });
+      await fs.promises.rename(path.join(staging, file), target);
+      written.push(target);
+    }
+    return written;
+  } finally {
+    await fs.promises.rm(staging, { recursive: true, force: true });
   }
-  return written;
 }
 
-function entryName(header: Uint8Array): string {
-  const name = readString(header, 0, 100);
-  // Only POSIX ustar ("ustar\0") has a prefix field; GNU tar ("ustar  ")
-  // uses those bytes for other things.
-  const isPosixUstar = readString(header, 257, 6) === 'ustar' && header[262] === 0;
-  const prefix = isPosixUstar ? readString(header, 345, 155) : '';
-  return prefix ? `${prefix}/${name}` : name;
-}
-
-function safeTarget(root: string, name: string, archiveName: string): string {
+function isInside(root: string, name: string): boolean {
+  if (name === '' || path.isAbsolute(name)) return false;
   const target = path.resolve(root, name);
-  if (path.isAbsolute(name) || (target !== root && !target.startsWith(root + path.sep))) {
-    throw new DatasetError(`${archiveName} contains an unsafe path "${name}" that points outside ${root}; refusing to extract it.`);
-  }
-  return target;
+  return target !== root && target.startsWith(root + path.sep);
 }
 
-function verifyChecksum(header: Uint8Array, offset: number, archiveName: string): void {
-  const stored = readOctal(header, 148, 8, offset, archiveName);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
-  if (sum !== stored) {
-    throw new DatasetError(
-      `${archiveName} is corrupt: the tar header at byte ${offset} has checksum ${stored} but its bytes sum to ${sum}.`,
-    );
+/** node-tar would also read a plain tar; a .tar.gz that is not gzip is a broken download. */
+async function requireGzip(archivePath: string): Promise<void> {
+  let head: Buffer;
+  try {
+    const fh = await fs.promises.open(archivePath, 'r');
+    try {
+      head = Buffer.alloc(2);
+      await fh.read(head, 0, 2, 0);
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw new DatasetError(`Cannot read ${archivePath}: ${(err as Error).message}`, { cause: err });
+  }
+  if (head[0] !== 0x1f || head[1] !== 0x8b) {
+    throw new DatasetError(`Cannot decompress ${archivePath}: it is not gzip data. Delete it and download it again.`);
   }
 }
 
-function readString(header: Uint8Array, start: number, length: number): string {
-  const field = header.subarray(start, start + length);
-  const end = field.indexOf(0);
-  return Buffer.from(field.subarray(0, end < 0 ? length : end)).toString('utf8');
-}
-
-function readOctal(header: Uint8Array, start: number, length: number, offset: number, archiveName: string): number {
-  const text = readString(header, start, length).trim();
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) {
-    throw new DatasetError(`${archiveName} is corrupt: the tar header at byte ${offset} has a malformed number field "${text}".`);
+/** node-tar's errors carry a `tarCode` (its warning class) or, from zlib, a `Z_*` code. */
+function describeFailure(err: unknown, archivePath: string): DatasetError {
+  const e = err as Error & { code?: string; tarCode?: string };
+  const message = e.message.replace(/^TAR_[A-Z_]+: /, '');
+  const again = 'Delete it and download it again.';
+  if (e.code?.startsWith('Z_') || e.tarCode === 'TAR_ABORT') {
+    return new DatasetError(`Cannot decompress ${archivePath}: ${message}. ${again}`, { cause: err });
   }
-  return parseInt(text, 8);
+  if (e.tarCode === 'TAR_BAD_ARCHIVE' && /truncated/i.test(message)) {
+    return new DatasetError(`${archivePath} is truncated: ${message}. ${again}`, { cause: err });
+  }
+  if (e.tarCode === 'TAR_ENTRY_INVALID' || e.tarCode === 'TAR_BAD_ARCHIVE') {
+    return new DatasetError(`${archivePath} is corrupt: ${message}. ${again}`, { cause: err });
+  }
+  return new DatasetError(`Cannot extract ${archivePath}: ${message}`, { cause: err });
 }

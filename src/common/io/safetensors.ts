@@ -92,10 +92,6 @@ export function isSafetensorsDtype(value: unknown): value is SafetensorsDtype {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, value);
 }
 
-export function dtypeByteSize(dtype: SafetensorsDtype): number {
-  return DTYPES[dtype].bytes;
-}
-
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }

@@ -9,6 +9,11 @@ export interface ScheduleConfig {
   warmupEpochs?: number;
 }
 
+/** The run's schedule from its configuration; the one place the schedule object is built. */
+export function scheduleOf(cfg: { lr: number; tMax: number; warmupEpochs: number }): ScheduleConfig {
+  return { lr: cfg.lr, tMax: cfg.tMax, warmupEpochs: cfg.warmupEpochs };
+}
+
 /** PyTorch's closed form: eta_min + (lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2. */
 export function cosineLr(epoch: number, cfg: ScheduleConfig): number {
   const etaMin = cfg.etaMin ?? 0;
@@ -22,4 +27,17 @@ export function learningRate(epoch: number, stepInEpoch: number, stepsPerEpoch: 
   const step = epoch * stepsPerEpoch + stepInEpoch;
   if (warmupSteps > 0 && step < warmupSteps) return (base * (step + 1)) / warmupSteps;
   return base;
+}
+
+/** The rate at `perEpoch` evenly spaced points of every epoch, plus the last step's: the planned curve (dashboard). */
+export function plannedLearningRates(cfg: ScheduleConfig, epochs: number, stepsPerEpoch: number, perEpoch = 4): [number, number][] {
+  const points: [number, number][] = [];
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    for (let q = 0; q < perEpoch; q++) {
+      const step = Math.floor((q * stepsPerEpoch) / perEpoch);
+      points.push([epoch + step / stepsPerEpoch, learningRate(epoch, step, stepsPerEpoch, cfg)]);
+    }
+  }
+  points.push([epochs, learningRate(epochs - 1, stepsPerEpoch - 1, stepsPerEpoch, cfg)]);
+  return points;
 }

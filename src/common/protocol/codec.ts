@@ -132,7 +132,12 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** Short fingerprint of a weight vector's exact bytes, compared across ranks. */
-export function weightsChecksum(weights: Float32Array): string {
-  return createHash('sha256').update(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength)).digest('hex').slice(0, 16);
+/**
+ * Short fingerprint of a float vector's exact bytes, compared across ranks:
+ * the first 16 hex digits (64 bits) of their SHA-256. Replicas pass the
+ * concatenation of weights and momentum (and, at snapshots, the running
+ * statistics); see ReplicaState.
+ */
+export function stateChecksum(values: Float32Array): string {
+  return createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex').slice(0, 16);
 }

@@ -52,7 +52,7 @@ export interface StepMessage {
   localNonFinite: boolean;
   /** The summed gradient was not finite, so every rank skipped the update (they see the same sum). */
   skipped: boolean;
-  /** Weight checksum after this step, on the steps the coordinator asked for; else null. */
+  /** Checksum of weights and momentum after this step (see `stateChecksum`), on the steps the coordinator asked for; else null. */
   checksum: string | null;
   /**
    * Milliseconds this step waited for its batch, spent in forward+backward,
@@ -85,7 +85,7 @@ export interface DataStatusMessage {
 
 /**
  * Reply to `snapshot`, from every rank: its step and the checksum of its
- * weights and (averaged) BatchNorm statistics. Rank 0 also sends the state
+ * weights, momentum and (averaged) BatchNorm statistics. Rank 0 also sends the state
  * itself, which is identical on every rank.
  */
 export interface StateMessage {
@@ -165,7 +165,7 @@ export interface InitMessage {
   /** Optimizer steps already taken (0 for a fresh run: the first step initialises the momentum). */
   step: number;
   allreduce: AllReduceKind;
-  /** Run tag for the all-reduce frames, so peers from another run are rejected. */
+  /** Tag of this group's all-reduce frames, fresh for every group, so frames from another run or a halted group are rejected. */
   tag: number;
   /** Workers include a checksum in `step` every this many steps. */
   checksumEvery: number;

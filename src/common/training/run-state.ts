@@ -5,7 +5,8 @@
 // their checkpoints are interchangeable.
 import fs from 'node:fs';
 import path from 'node:path';
-import { initParams, initRunningStats, type ModelSpec } from '../model/spec.js';
+import { buildModelSpec, initParams, initRunningStats, type ModelSpec } from '../model/spec.js';
+import type { Dataset } from '../data/types.js';
 import { Rng } from '../data/rng.js';
 import type { TrainConfig } from './config.js';
 import { appendMetrics, readMetrics, type EpochMetrics } from '../io/metrics.js';
@@ -38,6 +39,13 @@ export interface CheckpointMeta {
   epochTotals: RunState['epochTotals'];
   history: EpochMetrics[];
   paramCount: number;
+}
+
+/** The network a run trains: the configured model, sized for the dataset's classes and channels. */
+export function modelSpecFor(cfg: TrainConfig, data: Dataset): ModelSpec {
+  return buildModelSpec({
+    name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
+  });
 }
 
 export function freshState(cfg: TrainConfig, spec: ModelSpec): RunState {

@@ -1,0 +1,119 @@
+// Wiring the ring: each rank's RingEndpoint listens for its successor and
+// connects to its predecessor, which gives it the two links of RingLinks.
+//
+// Orientation: client-to-server messages must be masked (RFC 6455), which
+// makes ws XOR and copy the whole payload. Data therefore flows server ->
+// client on every ring link: rank r listens, rank r+1 mod N connects to it,
+// and each rank *receives* on the connection it opened (toNext is the
+// accepted socket, fromPrev the one it opened).
+//
+// The ring handshake, for rank r of N (the coordinator relays addresses):
+//
+//   1. r listens: RingEndpoint.listen({ rank: r, worldSize: N, host, port, tag }),
+//      admitting only rank (r + 1) mod N, with this run's tag and N;
+//   2. r reports endpoint.address to the coordinator (`ready {ringAddress}`);
+//   3. once every rank is ready, the coordinator sends r the address of rank
+//      (r - 1) mod N (`connect {peer}`);
+//   4. endpoint.connect(peer) does two things at once: it connects to the
+//      predecessor's endpoint (the handshake of ws-handshake.ts, expecting
+//      the predecessor's hello), and waits for the successor to connect here;
+//   5. when both links are up, r stops listening and has its RingLinks. If
+//      either fails or times out, both are closed (no half-built ring) and
+//      connect rejects naming r.
+
+import { checkRankAndWorld, checkTag } from '../checks.js';
+import { errorMessage } from '../errors.js';
+import { connectPeer } from './ws-client.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_FRAME_BYTES, type PeerAddress } from './ws-handshake.js';
+import { PeerServer } from './ws-server.js';
+import type { RingLinks } from './link.js';
+
+export interface RingEndpointOptions {
+  rank: number;
+  worldSize: number;
+  /** Interface to listen on; default 127.0.0.1. */
+  host?: string;
+  /** Port to listen on; default 0 (ephemeral). */
+  port?: number;
+  /** Run tag; all ranks must agree. Default 0. */
+  tag?: number;
+  maxFrameBytes?: number;
+}
+
+/**
+ * One rank's half of ring setup (steps 1, 4 and 5 above):
+ *
+ *   const endpoint = await RingEndpoint.listen({ rank, worldSize, host, port });
+ *   report(endpoint.address);             // to the coordinator
+ *   const links = await endpoint.connect(prevAddress);
+ */
+export class RingEndpoint {
+  private constructor(
+    private readonly server: PeerServer,
+    readonly rank: number,
+    readonly worldSize: number,
+    private readonly tag: number,
+    private readonly maxFrameBytes: number,
+  ) {}
+
+  static async listen(options: RingEndpointOptions): Promise<RingEndpoint> {
+    const { rank, worldSize } = options;
+    checkRankAndWorld(rank, worldSize);
+    const tag = options.tag ?? 0;
+    checkTag(tag);
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    const server = await PeerServer.listen(options.host ?? '127.0.0.1', options.port ?? 0, {
+      role: 'ring',
+      tag,
+      worldSize,
+      selfId: rank,
+      ranks: [(rank + 1) % worldSize],
+      maxFrameBytes,
+    });
+    return new RingEndpoint(server, rank, worldSize, tag, maxFrameBytes);
+  }
+
+  /** Where this rank's successor must connect (report it to the coordinator). */
+  get address(): PeerAddress {
+    return this.server.address;
+  }
+
+  /**
+   * Connects to the predecessor's endpoint and waits for the successor to
+   * connect here; then stops listening.
+   */
+  async connect(prevAddress: PeerAddress, options: { timeoutMs?: number } = {}): Promise<RingLinks> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const prev = (this.rank - 1 + this.worldSize) % this.worldSize;
+    const next = (this.rank + 1) % this.worldSize;
+    const fromPrevP = connectPeer(prevAddress, {
+      role: 'ring',
+      rank: this.rank,
+      worldSize: this.worldSize,
+      tag: this.tag,
+      serverId: prev,
+      serverName: `rank ${prev}`,
+      maxFrameBytes: this.maxFrameBytes,
+      timeoutMs,
+      zeroMask: false, // this side never sends data
+    });
+    const toNextP = this.server.waitFor(next, timeoutMs);
+    try {
+      const [fromPrev, toNext] = await Promise.all([fromPrevP, toNextP]);
+      return { rank: this.rank, worldSize: this.worldSize, toNext, fromPrev };
+    } catch (err) {
+      // Do not leave a half-built ring open. Closing the server first makes a
+      // still-pending wait for the successor reject at once.
+      await this.server.close();
+      await Promise.allSettled([fromPrevP, toNextP].map(async (p) => (await p).close()));
+      throw new Error(`ring rank ${this.rank}: ${errorMessage(err)}`, { cause: err });
+    } finally {
+      await this.server.close();
+    }
+  }
+
+  /** Stops listening (if `connect` has not already). */
+  close(): Promise<void> {
+    return this.server.close();
+  }
+}

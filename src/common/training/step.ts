@@ -1,0 +1,144 @@
+// One optimizer step, the same in the single-process trainer, in every
+// distributed worker and in the benchmark. It reads top to bottom:
+//
+//   gradient of this rank's images  ->  sum over the ranks (the exchange)
+//   ->  skip if the sum is not finite  ->  SGD  ->  BatchNorm running
+//   statistics  ->  upload the new weights to the device
+//
+// Everything after the exchange runs on the host over flat Float32Arrays from
+// bytes every rank shares, so every replica takes the same step bit for bit.
+import { sgdStep, updateRunningStats, type SgdHyper } from '../optim/sgd.js';
+import type { Batch, GradientResult, Replica } from '../model/replica.js';
+
+/** What a step changes. RunState (one process) and a worker's ReplicaState are both one. */
+export interface OptimizerState {
+  readonly weights: Float32Array;
+  readonly momentum: Float32Array;
+  readonly runningStats: Float32Array;
+  /** Steps taken; step 0 starts the momentum buffer. */
+  step: number;
+}
+
+/**
+ * How this rank's gradient becomes the sum of every rank's: the one place a
+ * step talks to the other ranks. A single worker has none.
+ *
+ * This is the seam for gradient buckets: today the step hands over the whole
+ * flat gradient once backward is done. A bucketed exchange (PyTorch DDP)
+ * starts each bucket's all-reduce, a range of this same buffer, as backward
+ * produces it; `allReduce` then means "wait until every bucket is summed".
+ */
+export interface GradientExchange {
+  /** Replaces `grad` in place with the elementwise sum over the ranks; every rank ends with the same bytes. */
+  allReduce(grad: Float32Array): Promise<void>;
+}
+
+/** Where a caller joins in the middle of a step (the distributed worker does; the trainer does not). */
+export interface StepHooks {
+  /** Sees this rank's own gradient before it is checked and exchanged (fault injection poisons it here). */
+  afterBackward?(grad: Float32Array): void;
+  /** Runs after the exchange, right before the update changes the state (the worker's commit wait and undo copy). */
+  beforeUpdate?(): Promise<void>;
+}
+
+export interface StepSetup {
+  hyper: Omit<SgdHyper, 'lr'>;
+  /** None for a single worker: its gradient already is the global batch's. */
+  exchange?: GradientExchange;
+  hooks?: StepHooks;
+}
+
+/** What one step did, for the step report and the epoch's sums. */
+export interface StepReport {
+  /** Over this rank's images: cross-entropy sum, correct predictions, images. */
+  lossSum: number;
+  correct: number;
+  count: number;
+  /** This rank's own gradient had a NaN/Inf (before the exchange). */
+  localNonFinite: boolean;
+  /** The summed gradient was not finite, so the step changed nothing (on every rank alike). */
+  skipped: boolean;
+  /** Milliseconds: forward+backward, the exchange, and the whole step (update and upload included). */
+  gradMs: number;
+  reduceMs: number;
+  stepMs: number;
+}
+
+export class TrainStep {
+  /** This rank's gradient, then, after the exchange, the sum over the ranks. Reused every step. */
+  readonly grad: Float32Array;
+
+  constructor(
+    private readonly replica: Pick<Replica, 'computeGradients' | 'setWeights'>,
+    private readonly state: OptimizerState,
+    private readonly setup: StepSetup,
+  ) {
+    this.grad = new Float32Array(state.weights.length);
+  }
+
+  /** One step on `batch`, this rank's part of a global batch of `globalBatch` images, at learning rate `lr`. */
+  async run(batch: Batch, globalBatch: number, lr: number): Promise<StepReport> {
+    const { grad, state } = this;
+    const { exchange, hooks } = this.setup;
+    const start = performance.now();
+
+    // Forward and backward. The loss is divided by the *global* batch, so the
+    // sum over the ranks is the gradient of the global batch's mean loss.
+    const res = this.replica.computeGradients(batch, 1 / globalBatch, grad);
+    hooks?.afterBackward?.(grad);
+    // Checked before the exchange, so that the run can name the rank whose own gradient was bad.
+    const localNonFinite = !allFinite(grad);
+    const reduceStart = performance.now();
+
+    // Sum over the ranks: the only point where ranks wait for each other.
+    await exchange?.allReduce(grad);
+    const reduceEnd = performance.now();
+    await hooks?.beforeUpdate?.();
+
+    // Every rank holds the same sum, so every rank decides alike: a non-finite
+    // sum skips the update everywhere, and the replicas stay equal.
+    const skipped = !allFinite(grad);
+    if (!skipped) this.update(res, lr);
+    state.step++;
+    return {
+      lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped,
+      gradMs: reduceStart - start, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
+    };
+  }
+
+  /** The update from the summed gradient (a staged per-bucket SGD would go here, committed once every bucket is finite). */
+  private update(res: GradientResult, lr: number): void {
+    const { grad, state } = this;
+    // torch.optim.SGD with momentum and weight decay. A skipped first step
+    // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
+    sgdStep(state.weights, grad, state.momentum, { lr, ...this.setup.hyper }, state.step === 0);
+    // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
+    if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
+    // The next forward pass reads the device copy.
+    this.replica.setWeights(state.weights);
+  }
+}
+
+/** Consecutive steps skipped for a non-finite gradient; --max-bad-steps of them in a row end the run. */
+export class BadSteps {
+  inARow = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Counts one step; true once `limit` steps in a row were skipped. */
+  note(skipped: boolean): boolean {
+    this.inARow = skipped ? this.inARow + 1 : 0;
+    return this.inARow >= this.limit;
+  }
+
+  /** The error that ends the run, once its checkpoint at `step` is written. */
+  abortError(step: number): Error {
+    return new Error(`${this.inARow} consecutive steps had non-finite gradients (--max-bad-steps ${this.limit}); ` +
+      `checkpoint written at step ${step}: lower --lr or check the data, then --resume`);
+  }
+}
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
+}

@@ -1,0 +1,140 @@
+// Every command users run, as a process from the compiled build: the
+// package's bins, tfjs-ddp's subcommands and every script in scripts/.
+// `--help` exits 0 with its usage and the choices of the one list of models,
+// datasets and backends; a usage error (a bad flag, a missing or
+// contradictory one) exits 2 with one line on stderr that names the flag,
+// and no stack trace. Runtime errors (exit 1) are each command's own test.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { BACKEND_CHOICES } from '../src/common/backend/names.js';
+import { DATASET_NAMES } from '../src/common/data/types.js';
+import { MODEL_NAMES } from '../src/common/model/spec.js';
+import { makeTempDir } from './helpers/data-fixtures.js';
+import { GOLDEN_DIR } from './helpers/golden.js';
+import { root, runScript, startCli } from './helpers/node-process.js';
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A bin, `dist/src/<file>`. */
+async function bin(file: string, args: string[]): Promise<Result> {
+  const p = startCli(file, args);
+  let stdout = '';
+  let stderr = '';
+  p.child.stdout!.on('data', (d) => (stdout += d));
+  p.child.stderr!.on('data', (d) => (stderr += d));
+  return { code: await p.exited, stdout, stderr };
+}
+
+/** A script, `dist/scripts/<file>`. */
+async function script(file: string, args: string[]): Promise<Result> {
+  try {
+    return { code: 0, stdout: await runScript(file, args), stderr: '' };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+interface Case {
+  /** As the usage line names it. */
+  name: string;
+  run: (args: string[]) => Promise<Result>;
+  /** Arguments with one bad value, and the flag the error must name. */
+  bad: string[];
+  flag: string;
+  /** The flags whose choices must be the one list of models, datasets, backends. */
+  lists?: ('--model' | '--dataset' | '--backend')[];
+}
+
+const tfjsDdp = (sub: string) => (args: string[]) => bin('cli/tfjs-ddp.js', [sub, ...args]);
+
+const CASES: Case[] = [
+  { name: 'coordinator', run: (a) => bin('coordinator/cli.js', a), bad: ['--batch-size', 'zero'], flag: '--batch-size', lists: ['--model', '--dataset', '--backend'] },
+  { name: 'worker', run: (a) => bin('worker/cli.js', a), bad: ['--ring-port', '70000'], flag: '--ring-port', lists: ['--backend'] },
+  { name: 'tfjs-ddp models', run: tfjsDdp('models'), bad: ['--width', '0'], flag: '--width' },
+  // export and predict take no numbers: a bad choice instead.
+  { name: 'tfjs-ddp export', run: tfjsDdp('export'), bad: ['ckpt', '--format', 'onnx', '--out', 'x'], flag: '--format' },
+  { name: 'tfjs-ddp import', run: tfjsDdp('import'), bad: ['f.safetensors', '--out', 'x', '--width', 'x'], flag: '--width', lists: ['--model', '--dataset'] },
+  { name: 'tfjs-ddp evaluate', run: tfjsDdp('evaluate'), bad: ['ckpt', '--test-limit', '0'], flag: '--test-limit', lists: ['--dataset', '--backend'] },
+  { name: 'tfjs-ddp predict', run: tfjsDdp('predict'), bad: ['ckpt', 'a.png', '--backend', 'gpu'], flag: '--backend', lists: ['--backend'] },
+  { name: 'bench-allreduce', run: (a) => script('bench-allreduce.js', a), bad: ['--iters', '0'], flag: '--iters' },
+  { name: 'bench-conv-grads', run: (a) => script('bench-conv-grads.js', a), bad: ['--batch', '0'], flag: '--batch' },
+  { name: 'bench-train', run: (a) => script('bench-train.js', a), bad: ['--batch', '0'], flag: '--batch' },
+  { name: 'cost-model', run: (a) => script('cost-model.js', a), bad: ['--params', '1.5'], flag: '--params' },
+  { name: 'scale-test', run: (a) => script('scale-test.js', a), bad: ['--workers', '1,0'], flag: '--workers', lists: ['--model', '--dataset', '--backend'] },
+];
+
+const LISTS: Record<string, readonly string[]> = { '--model': MODEL_NAMES, '--dataset': DATASET_NAMES, '--backend': BACKEND_CHOICES };
+
+/** The choices `--help` lists for a flag (commander: `(choices: "a", "b", default: "a")`), or undefined. */
+function helpChoices(help: string, flag: string): string[] | undefined {
+  const m = new RegExp(`${flag} <\\w+> .*?\\(choices: ([^)]*)\\)`).exec(help.replace(/\s+/g, ' '));
+  return m ? [...m[1].split(', default:')[0].matchAll(/"([^"]+)"/g)].map((c) => c[1]) : undefined;
+}
+
+/** One line on stderr naming `flag`, nothing on stdout, exit 2. */
+function expectUsageError(r: Result, prefix: string, flag: RegExp | string): void {
+  expect(r.code, r.stderr).toBe(2);
+  expect(r.stdout).toBe('');
+  expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^${prefix}: error: `))]);
+  expect(r.stderr).toMatch(flag);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe('every command', () => {
+  test('is in the table: each bin of package.json and each script in scripts/', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    const names = CASES.map((c) => c.name.split(' ')[0]);
+    for (const b of Object.keys(pkg.bin)) expect(names).toContain(b);
+    // peak-rss.ts is a module the scripts import, not a script.
+    const scripts = fs.readdirSync(path.join(root, 'scripts')).filter((f) => f.endsWith('.ts') && f !== 'peak-rss.ts').map((f) => f.slice(0, -3));
+    for (const s of scripts) expect(names).toContain(s);
+  });
+
+  test.concurrent.each(CASES)('$name --help exits 0 with its usage', async ({ name, run, lists = [] }) => {
+    const r = await run(['--help']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^Usage: ${name} \\[options\\]`));
+    expect(r.stdout).toMatch(/^ {2}-h, --help +display help for command$/m);
+    for (const flag of lists) expect(helpChoices(r.stdout, flag), flag).toEqual([...LISTS[flag]]);
+  }, 60_000);
+
+  test.concurrent.each(CASES)('$name exits 2 with one line naming a bad flag', async ({ name, run, bad, flag }) => {
+    expectUsageError(await run(bad), name.split(' ')[0], new RegExp(`'${flag} <\\w+>' argument .* is invalid`));
+  }, 60_000);
+});
+
+describe('tfjs-ddp', () => {
+  test('--help lists the subcommands', async () => {
+    const r = await bin('cli/tfjs-ddp.js', ['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: tfjs-ddp \[options\] \[command\]/);
+    for (const c of ['models', 'export', 'import', 'evaluate', 'predict']) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+  });
+
+  test('an unknown subcommand, a missing required flag and a flag the file needs exit 2 with one line', async () => {
+    expectUsageError(await bin('cli/tfjs-ddp.js', ['train']), 'tfjs-ddp', /unknown command 'train'/);
+    expectUsageError(await bin('cli/tfjs-ddp.js', ['export', 'ckpt', '--format', 'tfjs']), 'tfjs-ddp', /required option '--out <dir>'/);
+    const out = makeTempDir('cli-help-import');
+    const fixture = path.join(GOLDEN_DIR, 'resnet18-w4.safetensors');
+    expectUsageError(await bin('cli/tfjs-ddp.js', ['import', fixture, '--prefix', 'init/', '--out', out]), 'tfjs-ddp', /pass --dataset cifar10 or --dataset synthetic/);
+  });
+});
+
+describe('coordinator', () => {
+  test('a bad choice lists the choices', async () => {
+    expectUsageError(await bin('coordinator/cli.js', ['--model', 'resnet19']), 'coordinator', `Allowed choices are ${MODEL_NAMES.join(', ')}.`);
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--on-worker-loss', 'retry']), 'coordinator', /--on-worker-loss.*Allowed choices are shrink, wait, abort/);
+  });
+
+  test('flags that contradict each other exit 2 with one line', async () => {
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--local-workers', '3']), 'coordinator',
+      /--local-workers must be an integer from 0 to --workers \(2\), got 3/);
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--local-workers', '1']), 'coordinator', /1 remote worker\(s\) need a shared secret: pass --token/);
+  });
+});

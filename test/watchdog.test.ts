@@ -1,0 +1,141 @@
+// The coordinator's watchdog over real control connections (a WebSocket pair
+// on loopback per worker), with the clock and the check interval faked: who
+// it gives up on, when, and what the connection then says.
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { ControlConnection } from '../src/common/protocol/index.js';
+import { Watchdog } from '../src/coordinator/watchdog.js';
+
+const TIMEOUT_MS = 5000;
+const FIRST_STEP_ALLOWANCE_MS = 10 * 60_000;
+const CHECK_EVERY_MS = 250;
+
+interface Pair {
+  /** The coordinator's end: the one watched. */
+  coordinator: ControlConnection;
+  /** The worker's end, which sends heartbeats. */
+  worker: ControlConnection;
+}
+
+const servers: WebSocketServer[] = [];
+const watchdogs: Watchdog[] = [];
+
+beforeEach(() => {
+  // Only the clock and the watchdog's interval: the sockets keep their real timers.
+  vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+});
+
+afterEach(async () => {
+  for (const w of watchdogs.splice(0)) w.stop();
+  vi.useRealTimers();
+  for (const wss of servers.splice(0)) {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise((resolve) => wss.close(resolve));
+  }
+});
+
+async function controlPair(name: string): Promise<Pair> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  servers.push(wss);
+  await new Promise((resolve) => wss.once('listening', resolve));
+  const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
+  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
+  await new Promise((resolve, reject) => client.once('open', resolve).once('error', reject));
+  return { coordinator: new ControlConnection(await accepted, name), worker: new ControlConnection(client, 'coordinator') };
+}
+
+function watch(members: () => ControlConnection[], timeoutMs = TIMEOUT_MS): Watchdog {
+  const w = new Watchdog(members, timeoutMs);
+  watchdogs.push(w);
+  return w;
+}
+
+/** A heartbeat from the worker, once the coordinator's end has read it (at the fake clock's now). */
+async function heartbeat(pair: Pair): Promise<void> {
+  pair.worker.send({ type: 'heartbeat' });
+  while (pair.coordinator.lastHeard !== Date.now()) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('Watchdog', () => {
+  test('before any step is measured, a worker may stay silent for --worker-timeout plus 10 minutes', async () => {
+    const pair = await controlPair('rank 1');
+    const silentSince = pair.coordinator.lastHeard;
+    watch(() => [pair.coordinator]);
+    const pending = pair.coordinator.receive().catch((err: Error) => err);
+
+    vi.advanceTimersByTime(silentSince + TIMEOUT_MS + FIRST_STEP_ALLOWANCE_MS - Date.now());
+    expect(pair.coordinator.failedWith).toBeNull();
+    vi.advanceTimersByTime(CHECK_EVERY_MS);
+    const failure = pair.coordinator.failedWith;
+    expect(failure?.message).toMatch(/^rank 1: sent nothing for 605\.\d s \(--worker-timeout 5 s plus .*\): hung, stopped or cut off$/);
+
+    // Whatever the run was waiting for from it fails with that message, and the socket is dropped
+    // without a closing handshake, as for a crash.
+    expect(await pending).toBe(failure);
+    await pair.worker.closed;
+    expect(pair.worker.closeCode).toBe(1006);
+  });
+
+  test('once steps are measured, the allowance is the timeout plus twice the longest step, counted from the last heartbeat', async () => {
+    const pair = await controlPair('rank 0');
+    const dog = watch(() => [pair.coordinator]);
+    dog.noteStep(1000);
+    dog.noteStep(300); // a shorter step does not shrink the allowance
+    const allowance = TIMEOUT_MS + 2 * 1000;
+
+    vi.advanceTimersByTime(allowance - 1000);
+    await heartbeat(pair);
+    // Well past the allowance since the start, but not since the heartbeat.
+    vi.advanceTimersByTime(allowance);
+    expect(pair.coordinator.failedWith).toBeNull();
+    vi.advanceTimersByTime(CHECK_EVERY_MS);
+    expect(pair.coordinator.failedWith?.message).toMatch(
+      /^rank 0: sent nothing for 7\.\d s \(--worker-timeout 5 s plus twice the longest step, 2\.0 s\): hung, stopped or cut off$/,
+    );
+  });
+
+  test('the allowance follows the longest step as it grows', async () => {
+    const pair = await controlPair('rank 2');
+    const dog = watch(() => [pair.coordinator]);
+    dog.noteStep(100);
+    vi.advanceTimersByTime(TIMEOUT_MS);
+    dog.noteStep(4000); // a slow step (an evaluation, a checkpoint) just took 4 s
+    vi.advanceTimersByTime(2 * 4000);
+    expect(pair.coordinator.failedWith).toBeNull();
+    vi.advanceTimersByTime(CHECK_EVERY_MS);
+    expect(pair.coordinator.failedWith?.message).toMatch(/twice the longest step, 8\.0 s\)/);
+  });
+
+  test('watches whoever members() returns at each check, and nobody once stopped', async () => {
+    const [a, b, c] = await Promise.all(['rank 0', 'rank 1', 'rank 2'].map(controlPair));
+    let members = [a.coordinator, b.coordinator];
+    const dog = watch(() => members);
+    dog.noteStep(100);
+
+    vi.advanceTimersByTime(TIMEOUT_MS);
+    await heartbeat(b);
+    members = [b.coordinator, c.coordinator]; // a left the group; c joined it
+    vi.advanceTimersByTime(200 + CHECK_EVERY_MS);
+    expect(a.coordinator.failedWith).toBeNull(); // silent, but no longer watched
+    expect(b.coordinator.failedWith).toBeNull(); // heard from
+    expect(c.coordinator.failedWith?.message).toMatch(/^rank 2: sent nothing for 5\.\d s/);
+
+    dog.stop();
+    expect(vi.getTimerCount()).toBe(0);
+    members = [a.coordinator, b.coordinator];
+    vi.advanceTimersByTime(FIRST_STEP_ALLOWANCE_MS);
+    expect(a.coordinator.failedWith).toBeNull();
+    expect(b.coordinator.failedWith).toBeNull();
+  });
+
+  test('leaves a connection that has already failed with its own error', async () => {
+    const pair = await controlPair('rank 3');
+    watch(() => [pair.coordinator]);
+    await pair.worker.close(1000, 'worker exiting');
+    await pair.coordinator.closed;
+    vi.advanceTimersByTime(TIMEOUT_MS + FIRST_STEP_ALLOWANCE_MS + CHECK_EVERY_MS);
+    expect(pair.coordinator.failedWith?.message).toBe('rank 3 closed the connection (worker exiting)');
+    expect(pair.coordinator.closeCode).toBe(1000);
+  });
+});
