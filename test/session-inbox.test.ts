@@ -2,39 +2,10 @@
 // WebSocket pair on loopback, ControlConnection at both ends): the order of
 // what it hands the session's loop, commits, halts that interrupt every wait,
 // where it stops reading, and errors that name the problem.
-import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, test } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
-import { ControlConnection, type ControlMessage } from '../src/common/protocol/index.js';
+import { describe, expect, test } from 'vitest';
+import type { ControlMessage } from '../src/common/protocol/index.js';
 import { HaltSignal, SessionInbox } from '../src/worker/session-inbox.js';
-
-interface Pair {
-  /** The coordinator's end, which sends. */
-  coordinator: ControlConnection;
-  /** The worker's end, which the inbox reads. */
-  worker: ControlConnection;
-  /** The coordinator's raw socket, to send what ControlConnection never would. */
-  raw: WebSocket;
-}
-
-const servers: WebSocketServer[] = [];
-afterEach(async () => {
-  for (const wss of servers.splice(0)) {
-    for (const ws of wss.clients) ws.terminate();
-    await new Promise((resolve) => wss.close(resolve));
-  }
-});
-
-async function controlPair(): Promise<Pair> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  servers.push(wss);
-  await new Promise((resolve) => wss.once('listening', resolve));
-  const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
-  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
-  await new Promise((resolve, reject) => client.once('open', resolve).once('error', reject));
-  const raw = await accepted;
-  return { coordinator: new ControlConnection(raw, 'worker'), worker: new ControlConnection(client, 'coordinator'), raw };
-}
+import { controlPair } from './helpers/control-pair.js';
 
 const epoch = (n: number): ControlMessage => ({ type: 'epoch', epoch: n, from: 0, steps: 4 });
 

@@ -1,24 +1,15 @@
 // The coordinator's watchdog over real control connections (a WebSocket pair
 // on loopback per worker), with the clock and the check interval faked: who
 // it gives up on, when, and what the connection then says.
-import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
-import { ControlConnection } from '../src/common/protocol/index.js';
+import type { ControlConnection } from '../src/common/protocol/index.js';
 import { Watchdog } from '../src/coordinator/watchdog.js';
+import { controlPair } from './helpers/control-pair.js';
 
 const TIMEOUT_MS = 5000;
 const FIRST_STEP_ALLOWANCE_MS = 10 * 60_000;
 const CHECK_EVERY_MS = 250;
 
-interface Pair {
-  /** The coordinator's end: the one watched. */
-  coordinator: ControlConnection;
-  /** The worker's end, which sends heartbeats. */
-  worker: ControlConnection;
-}
-
-const servers: WebSocketServer[] = [];
 const watchdogs: Watchdog[] = [];
 
 beforeEach(() => {
@@ -26,24 +17,10 @@ beforeEach(() => {
   vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
 });
 
-afterEach(async () => {
+afterEach(() => {
   for (const w of watchdogs.splice(0)) w.stop();
   vi.useRealTimers();
-  for (const wss of servers.splice(0)) {
-    for (const ws of wss.clients) ws.terminate();
-    await new Promise((resolve) => wss.close(resolve));
-  }
 });
-
-async function controlPair(name: string): Promise<Pair> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  servers.push(wss);
-  await new Promise((resolve) => wss.once('listening', resolve));
-  const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
-  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
-  await new Promise((resolve, reject) => client.once('open', resolve).once('error', reject));
-  return { coordinator: new ControlConnection(await accepted, name), worker: new ControlConnection(client, 'coordinator') };
-}
 
 function watch(members: () => ControlConnection[], timeoutMs = TIMEOUT_MS): Watchdog {
   const w = new Watchdog(members, timeoutMs);
@@ -52,7 +29,7 @@ function watch(members: () => ControlConnection[], timeoutMs = TIMEOUT_MS): Watc
 }
 
 /** A heartbeat from the worker, once the coordinator's end has read it (at the fake clock's now). */
-async function heartbeat(pair: Pair): Promise<void> {
+async function heartbeat(pair: ControlPair): Promise<void> {
   pair.worker.send({ type: 'heartbeat' });
   while (pair.coordinator.lastHeard !== Date.now()) await new Promise((resolve) => setImmediate(resolve));
 }
