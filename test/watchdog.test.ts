@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import type { ControlConnection } from '../src/common/protocol/index.js';
 import { Watchdog } from '../src/coordinator/watchdog.js';
-import { controlPair } from './helpers/control-pair.js';
+import { controlPair, type ControlPair } from './helpers/control-pair.js';
 
 const TIMEOUT_MS = 5000;
 const FIRST_STEP_ALLOWANCE_MS = 10 * 60_000;
