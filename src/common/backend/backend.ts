@@ -155,19 +155,6 @@ async function loadTensorflow(): Promise<void> {
       '"npm install @tensorflow/tfjs-node-gpu" on a machine with internet access and CUDA, or use --backend wasm');
 }
 
-/**
- * The installed native package's module (for its extras, e.g. TensorBoard
- * summary writers), or null with the reason when there is none.
- */
-export async function loadNativeModule(): Promise<{ module: unknown; name: string } | { module: null; reason: string }> {
-  try {
-    await loadTensorflow();
-  } catch (err) {
-    return { module: null, reason: (err as Error).message };
-  }
-  return { module: await import(tensorflowPackage!), name: tensorflowPackage! };
-}
-
 /** Whether a package for the 'tensorflow' backend is installed (without loading it). */
 export function tensorflowInstalled(): boolean {
   return TENSORFLOW_PACKAGES.some(isInstalled);

@@ -33,7 +33,7 @@ export function addTrainOptions(cmd: Command): Command {
     .addOption(new Option('--max-bad-steps <n>', 'abort after N consecutive steps skipped for NaN/Inf gradients (a checkpoint is written)').argParser(intFlag(1)).default(d.maxBadSteps))
     .addOption(new Option('--loader-threads <n>', 'augmentation threads').argParser(intFlag(1)))
     .option('--no-plots', 'skip curves.png and samples.png')
-    .option('--tensorboard <dir>', 'also write TensorBoard event files (needs @tensorflow/tfjs-node[-gpu])');
+    .option('--tensorboard <dir>', 'also write TensorBoard event files (train/test loss and accuracy, lr, img/s per epoch) here');
 }
 
 /** Builds a validated TrainConfig from parsed commander options. */

@@ -33,7 +33,7 @@ export interface TrainConfig {
   maxBadSteps: number;
   loaderThreads?: number;
   plots: boolean;
-  /** Also write the epoch scalars as TensorBoard event files here (needs the native package). */
+  /** Also write the epoch scalars as TensorBoard event files here. */
   tensorboard?: string;
 }
 
