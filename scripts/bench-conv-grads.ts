@@ -4,7 +4,13 @@
 // Conv2DBackpropInput they replace.
 //
 //   npx tsc -p . && node dist/scripts/bench-conv-grads.js [--batch 32] [--min-ms 400] \
-//     [--out runs/bench-conv-grads.json]
+//     [--padding forward|explicit] [--out runs/bench-conv-grads.json]
+//
+// Each layer is called with the padding the forward pass gives it
+// (model/forward.ts: convPadding): 'same' for the stride-1 3x3 layers, the
+// input pre-padded by tf.pad (1 top and left on these even sizes) and 'valid'
+// for the stride-2 ones, 'valid' for 1x1. `--padding explicit` uses PyTorch-style explicit padding instead, what
+// the forward passed before tfjs-node's gradients ruled it out.
 //
 // All four compute the same 2*N*OH*OW*kH*kW*Ci*Co flops per call, so GFLOP/s
 // compare directly. Prints a table and writes the rows as JSON (--out).
@@ -17,6 +23,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { describeBackend, initBackend } from '../src/common/backend/backend.js';
 import { stockWasmConv2DBackpropInput } from '../src/common/backend/wasm-conv-grads.js';
+import { convPadding } from '../src/common/model/forward.js';
 import { exitOnUsageError, intFlag, numberFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
 
@@ -47,9 +54,13 @@ const LAYERS: LayerShape[] = [
 const KERNELS = ['forward', 'dX (ours)', 'dW (ours)', 'dX (stock)'] as const;
 type KernelLabel = (typeof KERNELS)[number];
 
+const PADDINGS = ['forward', 'explicit'] as const;
+type Padding = (typeof PADDINGS)[number];
+
 interface Options {
   batch: number;
   minMs: number;
+  padding: Padding;
   out: string;
 }
 
@@ -57,6 +68,7 @@ const program = exitOnUsageError(new Command('bench-conv-grads')
   .description('GFLOP/s of the wasm Conv2D forward, our dX and dW kernels and the stock dX kernel on ResNet-on-CIFAR layer shapes')
   .addOption(new Option('--batch <n>', 'images per call').argParser(intFlag(1)).default(32))
   .addOption(new Option('--min-ms <ms>', 'time each kernel for at least this long (median of the calls)').argParser(numberFlag(0, true)).default(400))
+  .addOption(new Option('--padding <kind>', "the forward pass's padding, or PyTorch-style explicit padding").choices(PADDINGS).default('forward'))
   .option('--out <file>', 'JSON report', path.join('runs', 'bench-conv-grads.json')));
 
 /** Median milliseconds of `run` over at least 3 calls and `minMs` in total, after one warm-up call. */
@@ -73,7 +85,18 @@ function timeMs(run: () => void, minMs: number): number {
   return samples[Math.floor(samples.length / 2)]!;
 }
 
-async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
+/** The input shape and the pad attribute a layer's convolution is called with. */
+function layerPadding(layer: LayerShape, batch: number, padding: Padding): { xShape: [number, number, number, number]; pad: tf.Conv2DAttrs['pad'] } {
+  const torchPad = (layer.k - 1) / 2; // PyTorch-style symmetric padding
+  if (padding === 'explicit') {
+    return { xShape: [batch, layer.size, layer.size, layer.inC], pad: [[0, 0], [torchPad, torchPad], [torchPad, torchPad], [0, 0]] };
+  }
+  const { prePad, pad } = convPadding({ pad: torchPad, stride: layer.stride }, [layer.k, layer.k], [layer.size, layer.size]);
+  const [[top, bottom], [left, right]] = prePad ?? [[0, 0], [0, 0]];
+  return { xShape: [batch, layer.size + top + bottom, layer.size + left + right, layer.inC], pad };
+}
+
+async function run({ batch, minMs, padding, out: outFile }: Options): Promise<void> {
   await initBackend('wasm');
   const backend = tf.backend() as unknown as BackendWasm;
   const stock = stockWasmConv2DBackpropInput();
@@ -87,16 +110,14 @@ async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
 
   const rows: Record<string, string | number>[] = [];
   for (const layer of LAYERS) {
-    const pad = (layer.k - 1) / 2; // PyTorch-style symmetric padding
-    const explicitPad: tf.Conv2DAttrs['pad'] = [[0, 0], [pad, pad], [pad, pad], [0, 0]];
-    const xShape: [number, number, number, number] = [batch, layer.size, layer.size, layer.inC];
+    const { xShape, pad } = layerPadding(layer, batch, padding);
     const wShape: [number, number, number, number] = [layer.k, layer.k, layer.inC, layer.outC];
     const x = tf.randomNormal(xShape);
     const w = tf.randomNormal(wShape);
-    const dy = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, layer.stride, explicitPad);
+    const dy = tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, layer.stride, pad);
     const [, outH, outW] = dy.shape;
     const flops = 2 * batch * outH * outW * layer.k * layer.k * layer.inC * layer.outC;
-    const common = { strides: layer.stride, pad: explicitPad, dataFormat: 'NHWC' };
+    const common = { strides: layer.stride, pad, dataFormat: 'NHWC' };
 
     const runs: Record<KernelLabel, () => void> = {
       'forward': call(kernelFunc('Conv2D'), { x, filter: w }, { ...common, dilations: 1 }),
@@ -107,6 +128,7 @@ async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
     const row: Record<string, string | number> = {
       layer: layer.name,
       shape: `${layer.size}x${layer.size}x${layer.inC}->${layer.outC} k${layer.k} s${layer.stride}`,
+      pad: typeof pad === 'string' ? `${xShape[1]}x${xShape[2]} ${pad}` : 'explicit',
       mflop: Math.round(flops / 1e6),
     };
     for (const label of KERNELS) {
@@ -120,10 +142,11 @@ async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
     tf.dispose([x, w, dy]);
   }
 
-  console.log(`\nwasm conv kernels, batch ${batch}, ${describeBackend()}, ${os.cpus()[0]?.model ?? 'unknown cpu'}`);
+  console.log(`\nwasm conv kernels, batch ${batch}, ${padding} padding, ${describeBackend()}, ${os.cpus()[0]?.model ?? 'unknown cpu'}`);
   console.table(rows.map((r) => ({
     layer: r.layer,
     shape: r.shape,
+    pad: r.pad,
     MFLOP: r.mflop,
     ...Object.fromEntries(KERNELS.map((k) => [k, r[`${k} GFLOP/s`]])),
     'dX x': r['dX speedup vs stock'],
@@ -138,6 +161,7 @@ async function run({ batch, minMs, out: outFile }: Options): Promise<void> {
     node: process.version,
     tfjs: tf.version_core,
     batch,
+    padding,
     layers: rows,
   }, null, 2) + '\n');
   console.log(`wrote ${outFile}`);

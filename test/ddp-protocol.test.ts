@@ -1,7 +1,7 @@
 // The control channel's encoding, validation and admission rules.
 import { describe, expect, test } from 'vitest';
 import {
-  configHash, decodeMessage, encodeMessage, PROTOCOL_VERSION, ProtocolError, stateChecksum,
+  configHash, decodeMessage, describePeerError, encodeMessage, PROTOCOL_VERSION, ProtocolError, stateChecksum,
 } from '../src/common/protocol/index.js';
 import { Admission, resolveToken } from '../src/coordinator/admission.js';
 import { DEFAULTS } from '../src/common/training/config.js';
@@ -40,6 +40,16 @@ describe('control messages', () => {
     expect(() => decodeMessage(raw({ type: 'state', step: 1, checksum: 'c', weights: new Uint8Array(5) }))).toThrow(/"weights" must be float32 bytes/);
     expect(() => decodeMessage(raw([1, 2]))).toThrow(/not a map/);
     expect(() => decodeMessage(new Uint8Array([0xc1]))).toThrow(ProtocolError);
+  });
+
+  test('error carries the step it failed at; an older worker\'s error, without one, reads as null', () => {
+    const raw = (v: unknown) => new Packr({ useRecords: false }).pack(v);
+    expect(decodeMessage(encodeMessage({ type: 'error', message: 'out of memory', step: 7 }))).toEqual({ type: 'error', message: 'out of memory', step: 7 });
+    expect(decodeMessage(encodeMessage({ type: 'error', message: 'bad dataset', step: null }))).toEqual({ type: 'error', message: 'bad dataset', step: null });
+    expect(decodeMessage(raw({ type: 'error', message: 'old worker' }))).toEqual({ type: 'error', message: 'old worker', step: null });
+    expect(() => decodeMessage(raw({ type: 'error', message: 'x', step: '7' }))).toThrow(/"error" message: field "step" must be a finite number, got "7"/);
+    expect(describePeerError({ message: 'out of memory', step: 7 })).toBe('failed at step 7: out of memory');
+    expect(describePeerError({ message: 'bad dataset', step: null })).toBe('failed: bad dataset');
   });
 
   test('the config hash ignores key order and sees every value', () => {

@@ -53,6 +53,17 @@ const CASES: ConvCase[] = [
     name: 'non-square 3x2 strides [2,1] asymmetric pad 9x6',
     x: [2, 9, 6, 3], w: [3, 2, 3, 4], strides: [2, 1], pad: [[0, 0], [2, 0], [0, 1], [0, 0]],
   },
+  // What the forward pass (model/forward.ts: convPadding) now calls: 'same' at
+  // stride 1; at stride 2 tf.pad (1 before, and 1 after only on an odd side) then 'valid'; 'valid' for 1x1.
+  { name: 'forward: 3x3 s1 same 32x32', x: [2, 32, 32, 8], w: [3, 3, 8, 8], strides: 1, pad: 'same' },
+  { name: 'forward: 3x3 s2 valid 33x33 (32x32 pre-padded)', x: [2, 33, 33, 8], w: [3, 3, 8, 16], strides: 2, pad: 'valid' },
+  { name: 'forward: 3x3 s2 valid 9x9 (8x8 pre-padded)', x: [2, 9, 9, 4], w: [3, 3, 4, 6], strides: 2, pad: 'valid' },
+  { name: 'forward: 3x3 s2 valid 17x17 (16x16 pre-padded)', x: [2, 17, 17, 6], w: [3, 3, 6, 8], strides: 2, pad: 'valid' },
+  { name: 'forward: 3x3 s2 valid 9x9 (7x7 pre-padded)', x: [3, 9, 9, 4], w: [3, 3, 4, 5], strides: 2, pad: 'valid' },
+  { name: 'forward: 1x1 s2 valid 32x32', x: [2, 32, 32, 8], w: [1, 1, 8, 16], strides: 2, pad: 'valid' },
+  { name: 'forward: 1x1 s1 valid 8x8', x: [2, 8, 8, 8], w: [1, 1, 8, 16], strides: 1, pad: 'valid' },
+  // A side the forward conv never reads to the end of (crop in dW, zero rows in dX).
+  { name: '3x3 s2 valid 10x10 (last row unread)', x: [2, 10, 10, 4], w: [3, 3, 4, 6], strides: 2, pad: 'valid' },
 ];
 
 function randomValues(rng: Rng, size: number): Float32Array {
@@ -197,7 +208,8 @@ describe('wasm conv gradient kernels', () => {
     const wasTest = tf.env().getBool('IS_TEST');
     tf.env().set('IS_TEST', true);
     try {
-      const cases = [CASES[2]!, CASES[7]!, CASES[10]!]; // stride-2 3x3, 1x1 s2 (crop + zero fill), 'same'
+      // stride-2 3x3, 1x1 s2 (crop + zero fill), 'same', and a 3x3 whose last row is unread (crop)
+      const cases = [CASES[2]!, CASES[7]!, CASES[10]!, CASES.find((c) => c.name.startsWith('3x3 s2 valid 10x10'))!];
       const data = cases.map((c, i) => caseData(c, 2000 + i));
       const step = (): void => cases.forEach((c, i) => convGrads(c, data[i]!));
       step(); // warm-up: lazily created constants, kernel setup

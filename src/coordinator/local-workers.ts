@@ -50,6 +50,8 @@ export class LocalWorkers {
         filename: resolveWorkerScript(import.meta.url, '../worker/thread-entry.js'),
         minThreads: count, maxThreads: count, concurrentTasksPerWorker: 1, idleTimeout: 1000,
       });
+      // What piscina cannot pin on a task; unheard, an 'error' event would end the coordinator.
+      this.pool.on('error', (err: Error) => log?.(`local worker threads: ${err.message}`));
       for (let i = 0; i < count; i++) {
         const task: WorkerOptions = { ...worker, cacheDir: null };
         this.finished.push(this.pool.run(task).catch((err: Error) => fail(new Error(`local worker thread ${i} failed: ${err.message}`))));
@@ -68,8 +70,17 @@ export class LocalWorkers {
         this.children.push(child);
         const name = `local worker process ${i}${env.CUDA_VISIBLE_DEVICES !== undefined ? ` (GPU ${env.CUDA_VISIBLE_DEVICES})` : ''}`;
         let lastError = '';
-        child.stdout!.on('data', (d: Buffer) => log?.(`${name}: ${d.toString().trimEnd()}`));
-        child.stderr!.on('data', (d: Buffer) => (lastError = d.toString().trim().split('\n').at(-1) ?? ''));
+        // Its output, a line at a time, named with its rank once it has one: its errors (stderr) say what went wrong there.
+        let rank = '';
+        forEachLine(child.stdout!, (line) => {
+          const m = /(?:joined as|now) rank (\d+) of \d+/.exec(line);
+          if (m) rank = ` (rank ${m[1]})`;
+          log?.(`${name}${rank}: ${line}`);
+        });
+        forEachLine(child.stderr!, (line) => {
+          lastError = line;
+          log?.(`${name}${rank}: ${line}`);
+        });
         this.finished.push(new Promise<void>((resolve) => {
           child.once('error', (err) => {
             fail(new Error(`${name} could not start: ${err.message}`));
@@ -96,4 +107,18 @@ export class LocalWorkers {
     void this.pool?.destroy();
     for (const child of this.children) child.kill('SIGKILL');
   }
+}
+
+/** Calls `onLine` for every non-empty line of `stream`, joining lines cut across chunks. */
+function forEachLine(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let partial = '';
+  stream.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) if (line.trim() !== '') onLine(line.trimEnd());
+  });
+  stream.on('end', () => {
+    if (partial.trim() !== '') onLine(partial.trimEnd());
+    partial = '';
+  });
 }

@@ -23,7 +23,7 @@
 // A failure during any of this starts it again with the members that remain.
 
 import type { RunState } from '../common/training/run-state.js';
-import type { HaltedMessage } from '../common/protocol/index.js';
+import { describePeerError, type HaltedMessage, type PeerError } from '../common/protocol/index.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
 import type { Lobby } from './lobby.js';
 import type { WorkerView } from './dashboard/run-feed.js';
@@ -50,6 +50,8 @@ export class Membership {
   private readonly lostViews: WorkerView[] = [];
   /** Every group this run has had, by size: for the run's summary. */
   readonly changes: { step: number; from: number; to: number; lost: string[] }[] = [];
+  /** Members lost since the last committed step that said why (their `error`), named as they were then. */
+  private failedSinceCommit: { peer: string; error: PeerError }[] = [];
 
   constructor(public group: Group, private readonly state: RunState, private readonly o: MembershipOptions) {}
 
@@ -66,6 +68,7 @@ export class Membership {
   /** A step was committed: link failures before it were overcome. */
   progressed(): void {
     this.fruitless = 0;
+    this.failedSinceCommit = [];
   }
 
   /**
@@ -79,7 +82,7 @@ export class Membership {
     const step = this.state.step;
     const before = this.group.size;
     this.o.setup.log(cause
-      ? `${cause.member.conn.peer}: ${withoutPeer(cause.member, cause.message)}; halting the group at step ${step}`
+      ? `${describeMemberFailure(cause.member, cause.message)}; halting the group at step ${step}`
       : `a spare is waiting; halting the group at step ${step} to add it`);
     await this.group.close();
     const lostSoFar: Lost = { names: [], views: [] };
@@ -112,12 +115,19 @@ export class Membership {
     for (const { member, reason } of round.lost) {
       setup.log(`lost ${member.conn.peer}: ${reason}`);
       lostSoFar.names.push(`worker ${member.address}`);
+      if (member.conn.peerError) this.failedSinceCommit.push({ peer: member.conn.peer, error: member.conn.peerError });
       if (member.view) {
         setup.feed?.workerUpdate(member.view, { state: 'failed' });
         lostSoFar.views.push(member.view);
       }
     }
     if (round.survivors.length === 0) {
+      const same = sameFailure(round.lost.map(({ member }) => member.conn.peerError));
+      if (same) {
+        // Every rank failed the same way at the same step: a resumed run would fail there again.
+        const peers = this.failedSinceCommit.filter((f) => f.error.message === same.message && f.error.step === same.step).map((f) => f.peer);
+        throw new Error(`${joinNames(peers)} ${describePeerError(same)}`);
+      }
       throw new Error(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
     }
     this.group = Group.unformed(round.survivors);
@@ -179,7 +189,7 @@ export class Membership {
       return true;
     } catch (err) {
       if (!(err instanceof MemberFailure)) throw err;
-      this.o.setup.log(`${err.member.conn.peer} failed while the group formed: ${withoutPeer(err.member, err.message)}`);
+      this.o.setup.log(`while the group formed, ${describeMemberFailure(err.member, err.message)}`);
       return false;
     }
   }
@@ -214,17 +224,43 @@ function withoutPeer(member: Member, message: string): string {
   return message.startsWith(prefix) ? message.slice(prefix.length) : message;
 }
 
+/**
+ * "rank R (worker H:P) failed at step S: <its error>" when the member said
+ * why it failed, else the failure as seen from here, naming the member once.
+ */
+function describeMemberFailure(member: Member, message: string): string {
+  const { peer, peerError } = member.conn;
+  if (peerError) return `${peer} ${describePeerError(peerError)}`;
+  return message.startsWith(`${peer} `) ? message : `${peer}: ${withoutPeer(member, message)}`;
+}
+
+/** The one error every member reported, if each did and they agree on message and step; else null. */
+function sameFailure(errors: (PeerError | null)[]): PeerError | null {
+  const first = errors[0];
+  if (!first) return null;
+  return errors.every((e) => e !== null && e.message === first.message && e.step === first.step) ? first : null;
+}
+
+/** "a", "a and b", "a, b and c". */
+function joinNames(names: string[]): string {
+  return names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`;
+}
+
 /** Sends halt to every member and waits for each one's `halted`; those that answer are the survivors. */
 async function haltMembers(members: Member[], step: number): Promise<HaltRound> {
   const answers = await Promise.all(members.map(async (member) => {
     try {
+      // A member that reported its failure is leaving: there is no halt to wait for.
+      if (member.conn.peerError) throw new Error(describePeerError(member.conn.peerError));
       member.conn.send({ type: 'halt', step });
       return { member, halted: await awaitHalted(member, step) };
     } catch (err) {
       // A socket that is going away says why once its close event is in.
-      await Promise.race([member.conn.closed, new Promise((resolve) => setTimeout(resolve, 1000))]);
+      if (!member.conn.peerError) await Promise.race([member.conn.closed, new Promise((resolve) => setTimeout(resolve, 1000))]);
       await member.conn.close(1011, 'lost').catch(() => {});
-      return { member, reason: withoutPeer(member, (member.conn.failedWith ?? (err as Error)).message) };
+      // A member that reported its failure is lost for that reason, not for the close that follows it.
+      const { peerError } = member.conn;
+      return { member, reason: peerError ? describePeerError(peerError) : withoutPeer(member, (member.conn.failedWith ?? (err as Error)).message) };
     }
   }));
   const survivors: Member[] = [];
@@ -246,7 +282,7 @@ async function awaitHalted(member: Member, step: number): Promise<HaltedMessage>
   for (;;) {
     // Rejects once the socket closes, or the watchdog gives up on a silent member.
     const msg = await member.conn.receive();
-    if (msg.type === 'error') throw new Error(`failed: ${msg.message}`);
+    if (msg.type === 'error') throw new Error(describePeerError(msg));
     if (msg.type !== 'halted') continue;
     if (msg.step !== step) throw new Error(`halted at step ${msg.step}, not at the committed step ${step}`);
     return msg;

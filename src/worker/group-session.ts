@@ -14,6 +14,7 @@ import { learningRate, scheduleOf } from '../common/optim/schedule.js';
 import { globalBatches, shardRange } from '../common/data/sampler.js';
 import { evaluateRange } from '../common/training/evaluation.js';
 import { modelSpecFor } from '../common/training/run-state.js';
+import { THROW_FAULT_ENV, throwIfInjected } from '../common/training/faults.js';
 import { BadSteps, TrainStep, type StepReport } from '../common/training/step.js';
 import { BatchLoader } from '../common/data/batch-loader.js';
 import type { TrainConfig } from '../common/training/config.js';
@@ -51,11 +52,39 @@ export const CUT_LINKS_FAULT_ENV = 'TFJS_DDP_CUT_LINKS_AT';
 /** And "rank:S": that rank nudges one of its weights after applying (1-based) step S, so its replica diverges (a drill for the checksums). */
 export const DIVERGE_FAULT_ENV = 'TFJS_DDP_DIVERGE_AT';
 
+/** And "rank:S" ("*:S" for every rank): that rank's (1-based) step S throws, a drill for error reporting. */
+export { THROW_FAULT_ENV };
+
 function dieIfInjected(point: string): void {
   if (process.env[EXIT_FAULT_ENV] === point) process.kill(process.pid, 'SIGKILL');
 }
 
 export type SessionEnd = { kind: 'done' } | { kind: 'halted'; halt: HaltMessage };
+
+/** Failures already sent to the coordinator as `error` (so the worker does not send them twice). */
+const reported = new WeakSet<object>();
+
+/** Whether `err` was already sent to the coordinator as this worker's `error`. */
+export function wasReported(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && reported.has(err);
+}
+
+/**
+ * Sends a session's failure to the coordinator at once, before the session
+ * closes its all-reduce links: the neighbours' all-reduce fails as soon as
+ * they are closed, and the coordinator should hear the cause before the
+ * consequences. A halt, and anything that fails because of one, is not a
+ * failure.
+ */
+function reportFailure(ctx: SessionContext, err: unknown, step: number | null): void {
+  if (err instanceof HaltSignal || ctx.inbox.halt || wasReported(err)) return;
+  try {
+    ctx.conn.send({ type: 'error', message: err instanceof Error ? err.message : String(err), step });
+  } catch {
+    // The coordinator is gone; the worker's loop reports that.
+  }
+  if (typeof err === 'object' && err !== null) reported.add(err);
+}
 
 export interface SessionContext {
   conn: ControlConnection;
@@ -75,7 +104,9 @@ export async function runGroupSession(ctx: SessionContext): Promise<SessionEnd> 
     return { kind: 'done' };
   } catch (err) {
     // A halt also makes pending socket operations fail (their links are
-    // closed on purpose), so any error after a halt is the halt.
+    // closed on purpose), so any error after a halt is the halt; unless the
+    // error came first and was reported (the halt arrived during the cleanup).
+    if (wasReported(err)) throw err;
     const halt = err instanceof HaltSignal ? err.halt : ctx.inbox.halt;
     if (halt) return { kind: 'halted', halt };
     throw err;
@@ -120,8 +151,9 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     const replica = new Replica(spec, ctx.state.weights, [data.train.height, data.train.width, data.train.channels]);
     // One augmentation thread per replica by default: the replicas already use the cores.
     const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads ?? 1, seed: cfg.seed, ...NORMALIZE });
+    let trainer: GroupTrainer | null = null;
     try {
-      const trainer = new GroupTrainer(ctx, replica, loader, reducer);
+      trainer = new GroupTrainer(ctx, replica, loader, reducer);
       for (;;) {
         const msg = await inbox.next();
         if (msg.type === 'epoch') await trainer.runSteps(msg);
@@ -130,10 +162,17 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
         else if (msg.type === 'done') return;
         else throw new Error(`the coordinator sent "${msg.type}" during training`);
       }
+    } catch (err) {
+      // Before the loader, the replica and the links are closed (finally).
+      reportFailure(ctx, err, trainer?.stepInProgress ?? null);
+      throw err;
     } finally {
       await loader.close();
       replica.dispose();
     }
+  } catch (err) {
+    reportFailure(ctx, err, null);
+    throw err;
   } finally {
     await endpoint?.close();
     await reducer?.close();
@@ -185,6 +224,8 @@ class GroupTrainer {
   private readonly badSteps: BadSteps;
   /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
   private readonly faults: Set<string>;
+  /** The (1-based) step being worked on (its batch awaited, computed, exchanged, applied, reported); null between segments. */
+  stepInProgress: number | null = null;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -205,6 +246,7 @@ class GroupTrainer {
       hooks: {
         afterBackward: (grad) => {
           if (this.faults.has(`${this.init.rank}:${state.step + 1}`)) grad[0] = Number.NaN;
+          throwIfInjected(this.init.rank, state.step + 1);
         },
         beforeUpdate: async () => {
           // Applying this step before the previous one is committed could leave
@@ -233,6 +275,7 @@ class GroupTrainer {
     });
     let stepInEpoch = from;
     let waitStart = performance.now();
+    this.stepInProgress = state.step + 1;
     for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
       if (inbox.halt) throw new HaltSignal(inbox.halt);
       const dataMs = performance.now() - waitStart;
@@ -244,10 +287,12 @@ class GroupTrainer {
       if (!r.skipped && state.runningStats.length > 0) this.statsDiverged = true;
       this.report(r, dataMs);
       stepInEpoch++;
+      this.stepInProgress = state.step + 1;
       waitStart = performance.now();
       // The coordinator then takes a snapshot for its checkpoint and ends the run.
-      if (this.badSteps.note(r.skipped)) return;
+      if (this.badSteps.note(r.skipped)) break;
     }
+    this.stepInProgress = null;
   }
 
   /** The step's report to the coordinator: its sums, its times, and every --checksum-every steps a weight checksum. */

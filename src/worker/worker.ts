@@ -15,11 +15,11 @@ import {
 } from '../common/protocol/index.js';
 import type { BackendChoice } from '../common/backend/names.js';
 import type { Dataset } from '../common/data/types.js';
-import { runGroupSession, type SessionEnd } from './group-session.js';
+import { runGroupSession, wasReported, type SessionEnd } from './group-session.js';
 import { HaltSignal, SessionInbox } from './session-inbox.js';
 import { ReplicaState } from './replica-state.js';
 
-export { FAULT_ENV } from './group-session.js';
+export { FAULT_ENV, THROW_FAULT_ENV } from './group-session.js';
 
 export interface WorkerOptions {
   /** Coordinator address: host:port, ws://host:port or wss://host:port. */
@@ -81,11 +81,14 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       return;
     } catch (err) {
       // Tell the coordinator why, so its error names this rank's real problem
-      // rather than just a closed socket.
-      try {
-        conn.send({ type: 'error', message: (err as Error).message });
-      } catch {
-        // The connection is already gone.
+      // rather than just a closed socket. A failed step has told it already
+      // (with the step), before its links closed.
+      if (!wasReported(err)) {
+        try {
+          conn.send({ type: 'error', message: (err as Error).message, step: null });
+        } catch {
+          // The connection is already gone.
+        }
       }
       // A crashed coordinator leaves an abnormal closure (maybe noticed a
       // moment after a peer's link dropped); an aborting one closes politely.

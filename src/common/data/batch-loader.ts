@@ -74,6 +74,8 @@ export class BatchLoader {
   private readonly seed: number;
   private readonly count: number;
   private closed = false;
+  /** A failure the pool reported outside any task (a thread that died idle); the next batch rejects with it. */
+  private poolError: Error | null = null;
   private waitMs = 0;
   private batches = 0;
 
@@ -110,6 +112,15 @@ export class BatchLoader {
       // worker's module setup in the middle of an epoch.
       idleTimeout: Infinity,
       workerData,
+    });
+    // Piscina emits 'error' for what it cannot pin on a task, and an
+    // 'error' event without a listener throws, out of an event handler,
+    // killing the process. The usual case is harmless: the consumer failed
+    // (a step threw) and close() dropped the batches in flight while a
+    // thread's finished batch was still on its way ("Unexpected message from
+    // Worker"); left unheard it would replace the consumer's real error.
+    this.pool.on('error', (err: Error) => {
+      if (!this.closed) this.poolError ??= err;
     });
   }
 
@@ -183,6 +194,9 @@ export class BatchLoader {
   private submit(indices: Uint32Array, epoch: number, augment: boolean): Promise<LoadedBatch> {
     if (this.closed) {
       return Promise.reject(new Error('BatchLoader is closed; create a new one to load more batches'));
+    }
+    if (this.poolError) {
+      return Promise.reject(new Error(`BatchLoader: the augmentation threads failed: ${this.poolError.message}`));
     }
     if (!(indices instanceof Uint32Array)) {
       return Promise.reject(new Error('BatchLoader: indices must be a Uint32Array'));

@@ -18,12 +18,51 @@ function param(params: ParamTensors, name: string): tf.Tensor {
   return t;
 }
 
+/** Zeros that tf.pad adds before a convolution, [[top, bottom], [left, right]]. */
+export type PrePad = [[number, number], [number, number]];
+
+/** A convolution's padding: `prePad` zeros first (tf.pad; null for none), then conv2d with `pad`. */
+export interface ConvPadding {
+  prePad: PrePad | null;
+  pad: 'same' | 'valid';
+}
+
+/**
+ * How a convolution with PyTorch's symmetric zero padding `op.pad` on an
+ * input of `inH` x `inW` is expressed in TensorFlow.js. Never as explicit
+ * padding: tfjs-node's Conv2DBackpropInput and Conv2DBackpropFilter accept
+ * only 'valid' and 'same', and a GPU run must take the same path as a CPU one
+ * (src/common/backend/tfjs-node-kernels.ts, test/tfjs-node-conformance.test.ts).
+ *
+ *  - no padding: 'valid';
+ *  - stride 1, odd square kernel k, pad (k-1)/2: 'same', which then pads
+ *    (k-1)/2 on every side, exactly PyTorch's padding;
+ *  - anything else (the stride-2 3x3 convolutions): tf.pad, then 'valid'.
+ *    TensorFlow's 'same' at stride 2 on an even input pads 0 before and 1
+ *    after, which would shift every sample against PyTorch. tf.pad adds
+ *    `pad` before and only the zeros after that PyTorch's convolution
+ *    actually reads: none on an even input at stride 2, whose last padded
+ *    row no output touches. Same outputs, a smaller padded copy, and a
+ *    gradient that computes no rows only to discard them.
+ */
+export function convPadding(
+  op: Pick<ConvOp, 'pad' | 'stride'>, kernel: [number, number], input: [number, number],
+): ConvPadding {
+  const [kH, kW] = kernel;
+  if (op.pad === 0) return { prePad: null, pad: 'valid' };
+  if (op.stride === 1 && kH === kW && kH === 2 * op.pad + 1) return { prePad: null, pad: 'same' };
+  const axis = (size: number, k: number): [number, number] => {
+    const out = Math.floor((size + 2 * op.pad - k) / op.stride) + 1;
+    return [op.pad, Math.max(0, (out - 1) * op.stride + k - op.pad - size)];
+  };
+  return { prePad: [axis(input[0], kH), axis(input[1], kW)], pad: 'valid' };
+}
+
 function conv(params: ParamTensors, op: ConvOp, x: tf.Tensor4D): tf.Tensor4D {
-  // Explicit symmetric padding: PyTorch pads 1 on every side even at stride 2,
-  // where TensorFlow's 'same' would pad only bottom/right.
-  const pad: 'valid' | [[number, number], [number, number], [number, number], [number, number]] =
-    op.pad === 0 ? 'valid' : [[0, 0], [op.pad, op.pad], [op.pad, op.pad], [0, 0]];
-  return tf.conv2d(x, param(params, op.weight) as tf.Tensor4D, op.stride, pad);
+  const w = param(params, op.weight) as tf.Tensor4D;
+  const { prePad, pad } = convPadding(op, [w.shape[0], w.shape[1]], [x.shape[1], x.shape[2]]);
+  const input = prePad === null ? x : tf.pad(x, [[0, 0], prePad[0], prePad[1], [0, 0]]);
+  return tf.conv2d(input, w, op.stride, pad);
 }
 
 function norm(params: ParamTensors, op: NormOp, x: tf.Tensor4D, mode: ForwardMode): tf.Tensor4D {

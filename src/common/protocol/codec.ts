@@ -12,7 +12,7 @@ export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
 
-type FieldKind = 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'string?' | 'f32?' | 'address?';
+type FieldKind = 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'string?' | 'number?' | 'f32?' | 'address?';
 
 /** Field kinds of every message type; validation rejects missing or mistyped fields. */
 const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
@@ -29,7 +29,8 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   heartbeat: {},
   'reduce-failed': { message: 'string' },
   halted: { step: 'number', checksum: 'string', runningStats: 'f32' },
-  error: { message: 'string' },
+  // step is optional: workers before it was added send only the message.
+  error: { message: 'string', step: 'number?' },
   refused: { reason: 'string' },
   init: {
     rank: 'number', worldSize: 'number', config: 'object', configHash: 'string', datasetHash: 'string', datasetBytes: 'number',

@@ -6,6 +6,17 @@ import type { WebSocket } from 'ws';
 import { decodeMessage, encodeMessage } from './codec.js';
 import type { ControlMessage, MessageOfType } from './types.js';
 
+/** What a peer's `error` message said: the message and the (1-based) step it failed at, if in a step. */
+export interface PeerError {
+  message: string;
+  step: number | null;
+}
+
+/** "failed at step S: message" (or "failed: message" outside a step). */
+export function describePeerError({ message, step }: PeerError): string {
+  return `failed${step === null ? '' : ` at step ${step}`}: ${message}`;
+}
+
 export class ControlConnection {
   private readonly inbox: ControlMessage[] = [];
   private waiter: { resolve: (m: ControlMessage) => void; reject: (e: Error) => void } | null = null;
@@ -16,6 +27,12 @@ export class ControlConnection {
   lastHeard = Date.now();
   /** The close code once closed: 1006 means the peer vanished without a closing handshake (a crash or a cut link). */
   closeCode: number | null = null;
+  /**
+   * The peer's own account of its failure (its `error` message), kept from
+   * the moment it arrives, whoever reads it: the socket closes right after,
+   * and the close must not hide the reason.
+   */
+  peerError: PeerError | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -29,6 +46,7 @@ export class ControlConnection {
         if (!isBinary) throw new Error('sent a text message; the control channel carries binary msgpack only');
         const msg = decodeMessage(data);
         this.lastHeard = Date.now();
+        if (msg.type === 'error') this.peerError ??= { message: msg.message, step: msg.step };
         // Heartbeats only say "alive"; they never reach the protocol's receive order.
         if (msg.type !== 'heartbeat') this.deliver(msg);
       } catch (err) {
@@ -67,7 +85,7 @@ export class ControlConnection {
   async expect<T extends ControlMessage['type']>(type: T): Promise<MessageOfType<T>> {
     const msg = await this.receive();
     if (msg.type === type) return msg as MessageOfType<T>;
-    if (msg.type === 'error') throw new Error(`${this.peer} failed: ${msg.message}`);
+    if (msg.type === 'error') throw new Error(`${this.peer} ${describePeerError(msg)}`);
     if (msg.type === 'refused') throw new Error(`${this.peer} refused this worker: ${msg.reason}`);
     if (msg.type === 'reduce-failed') throw new Error(`${this.peer}: its all-reduce failed: ${msg.message}`);
     throw new Error(`${this.peer} sent "${msg.type}" where the protocol expects "${type}"`);

@@ -1,3 +1,3 @@
 export * from './types.js';
 export { configHash, decodeMessage, encodeMessage, ProtocolError, stateChecksum } from './codec.js';
-export { ControlConnection } from './connection.js';
+export { ControlConnection, describePeerError, type PeerError } from './connection.js';

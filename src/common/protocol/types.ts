@@ -125,10 +125,21 @@ export interface HeartbeatMessage {
   type: 'heartbeat';
 }
 
-/** The worker failed; it closes the connection right after. */
+/**
+ * The worker failed; it closes the connection right after. A step that
+ * throws is reported at once, before the worker closes its all-reduce links,
+ * so the coordinator hears the real error before its neighbours' failures.
+ */
 export interface ErrorMessage {
   type: 'error';
   message: string;
+  /**
+   * The (1-based) optimizer step it was working on (waiting for its batch,
+   * computing, exchanging or applying it), or null when it failed outside a
+   * step (joining, receiving the data, evaluating, snapshotting). Optional
+   * on the wire: an older worker sends none (read as null).
+   */
+  step: number | null;
 }
 
 // ---- coordinator -> worker ------------------------------------------------

@@ -12,6 +12,7 @@ import { globalBatches } from '../data/sampler.js';
 import { BatchLoader } from '../data/batch-loader.js';
 import { NORMALIZE } from '../data/augment.js';
 import type { TrainConfig } from './config.js';
+import { throwIfInjected } from './faults.js';
 import type { EpochMetrics } from '../io/metrics.js';
 import type { ProgressStream } from '../io/progress.js';
 import type { RunState } from './run-state.js';
@@ -44,7 +45,10 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads, seed: cfg.seed, ...NORMALIZE });
   const t: Trainer = {
     cfg, run, loader, io, badSteps: new BadSteps(cfg.maxBadSteps),
-    step: new TrainStep(replica, state, { hyper: { momentum: cfg.momentum, weightDecay: cfg.weightDecay } }),
+    step: new TrainStep(replica, state, {
+      hyper: { momentum: cfg.momentum, weightDecay: cfg.weightDecay },
+      hooks: { afterBackward: () => throwIfInjected(0, state.step + 1) },
+    }),
   };
   const trainStart = Date.now();
   let dataWaitMs = 0;

@@ -5,6 +5,7 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tf from '@tensorflow/tfjs-core';
 import { BN_EPS } from '../../model/batchnorm.js';
+import { convPadding } from '../../model/forward.js';
 import type { ConvOp, ModelSpec, NormOp } from '../../model/spec.js';
 
 /** Layer names are the state_dict prefixes, so a layer is easy to match with the PyTorch model. */
@@ -25,13 +26,15 @@ export function buildLayersModel(spec: ModelSpec, weights: Float32Array, running
   const conv = (op: ConvOp, x: tfl.SymbolicTensor): tfl.SymbolicTensor => {
     const name = op.weight.replace(/\.weight$/, '');
     const [k, , , filters] = spec.params.find((p) => p.name === op.weight)!.shape;
-    let input = x;
-    // PyTorch pads symmetrically; TensorFlow's 'same' pads only bottom/right at
-    // stride 2, which shifts every sample. Explicit zero padding matches PyTorch.
-    if (op.pad > 0 && op.stride > 1) input = tfl.layers.zeroPadding2d({ padding: [[op.pad, op.pad], [op.pad, op.pad]], name: `${name}.pad` }).apply(x) as tfl.SymbolicTensor;
-    const layer = tfl.layers.conv2d({
-      filters, kernelSize: k, strides: op.stride, padding: op.pad > 0 && op.stride === 1 ? 'same' : 'valid', useBias: false, name,
-    });
+    // The trainer's own padding rule (model/forward.ts): 'same' where it equals
+    // PyTorch's symmetric padding (stride 1), zeros then 'valid' elsewhere
+    // (stride 2, where 'same' would pad only bottom/right).
+    const [, h, w] = x.shape as number[];
+    const { prePad, pad } = convPadding(op, [k, k], [h, w]);
+    const input = prePad === null
+      ? x
+      : tfl.layers.zeroPadding2d({ padding: prePad, name: `${name}.pad` }).apply(x) as tfl.SymbolicTensor;
+    const layer = tfl.layers.conv2d({ filters, kernelSize: k, strides: op.stride, padding: pad, useBias: false, name });
     assign.push(() => layer.setWeights([param(op.weight)]));
     return layer.apply(input) as tfl.SymbolicTensor;
   };
