@@ -4,8 +4,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import {
   BackendUnavailableError,
   backendName,
+  checkNodeForTensorflow,
   describeBackend,
   initBackend,
+  loadTensorflowPackage,
+  type TensorflowLoader,
   wasmUsesSimd,
 } from '../src/common/backend/backend.js';
 import { stockWasmConv2DBackpropInput } from '../src/common/backend/wasm-conv-grads.js';
@@ -115,5 +118,70 @@ describe('initBackend', () => {
 
   it('rejects an unknown choice with the list of valid ones', async () => {
     await expect(initBackend('gpu' as never)).rejects.toThrow(/unknown backend "gpu": use one of tensorflow, wasm, cpu, auto/);
+  });
+});
+
+const GPU = '@tensorflow/tfjs-node-gpu';
+const CPU = '@tensorflow/tfjs-node';
+
+/** A stand-in for the native packages: which are installed, and what loading each does. */
+function fakeLoader(nodeVersion: string, packages: Record<string, () => void>, calls: string[] = []): TensorflowLoader {
+  return {
+    nodeVersion,
+    installed: (pkg) => pkg in packages,
+    load: async (pkg) => {
+      calls.push(pkg);
+      packages[pkg]!();
+    },
+    registered: () => true,
+  };
+}
+
+const missingCuda = () => {
+  throw new Error('libcudart.so.11.0: cannot open shared object file: No such file or directory\n    at Module._extensions..node');
+};
+
+describe('loading the "tensorflow" packages', () => {
+  it('refuses Node 23 and later, naming the version and the fix, before loading anything', async () => {
+    for (const version of ['23.0.0', '24.11.1']) {
+      expect(() => checkNodeForTensorflow(version)).toThrow(BackendUnavailableError);
+      expect(() => checkNodeForTensorflow(version)).toThrow(new RegExp(`does not run on Node ${version.replaceAll('.', '\\.')}: .*util\\.isNullOrUndefined.*Node 20 or 22, or use --backend wasm`));
+    }
+    for (const version of ['20.20.2', '22.12.0', process.versions.node]) expect(() => checkNodeForTensorflow(version)).not.toThrow();
+    const calls: string[] = [];
+    const err = await loadTensorflowPackage(fakeLoader('23.3.0', { [GPU]: () => {}, [CPU]: () => {} }, calls)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    expect((err as Error).message).toMatch(/Node 23\.3\.0/);
+    expect(calls).toEqual([]);
+  });
+
+  it('prefers the GPU package, and keeps its load error when the CPU package stands in', async () => {
+    expect(await loadTensorflowPackage(fakeLoader('22.12.0', { [GPU]: () => {}, [CPU]: () => {} }))).toEqual({ pkg: GPU, skipped: [] });
+    const calls: string[] = [];
+    const loaded = await loadTensorflowPackage(fakeLoader('20.20.2', { [GPU]: missingCuda, [CPU]: () => {} }, calls));
+    expect(calls).toEqual([GPU, CPU]);
+    expect(loaded).toEqual({
+      pkg: CPU,
+      skipped: [`${GPU} is installed but failed to load: libcudart.so.11.0: cannot open shared object file: No such file or directory`],
+    });
+  });
+
+  it('when both fail, names each package and its error in one line', async () => {
+    const err = await loadTensorflowPackage(fakeLoader('20.20.2', {
+      [GPU]: missingCuda,
+      [CPU]: () => {
+        throw new Error('libtensorflow.so.2: cannot open shared object file');
+      },
+    })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    const message = (err as Error).message;
+    expect(message).not.toContain('\n');
+    expect(message).toBe(`backend "tensorflow": ${GPU} is installed but failed to load: libcudart.so.11.0: cannot open shared object file: ` +
+      `No such file or directory; ${CPU} is installed but failed to load: libtensorflow.so.2: cannot open shared object file; ` +
+      'reinstall it or use --backend wasm');
+  });
+
+  it('with neither installed, says how to install one', async () => {
+    await expect(loadTensorflowPackage(fakeLoader('20.20.2', {}))).rejects.toThrow(/needs @tensorflow\/tfjs-node-gpu .*npm install @tensorflow\/tfjs-node-gpu/);
   });
 });

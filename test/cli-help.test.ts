@@ -20,9 +20,9 @@ interface Result {
   stderr: string;
 }
 
-/** A bin, `dist/src/<file>`. */
-async function bin(file: string, args: string[]): Promise<Result> {
-  const p = startCli(file, args);
+/** A bin, `dist/src/<file>`; `env` is added to the test's environment. */
+async function bin(file: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
+  const p = startCli(file, args, env);
   let stdout = '';
   let stderr = '';
   p.child.stdout!.on('data', (d) => (stdout += d));
@@ -136,5 +136,26 @@ describe('coordinator', () => {
     expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--local-workers', '3']), 'coordinator',
       /--local-workers must be an integer from 0 to --workers \(2\), got 3/);
     expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--local-workers', '1']), 'coordinator', /1 remote worker\(s\) need a shared secret: pass --token/);
+  });
+
+  test('local worker threads cannot run the tensorflow backend: the error says why and what to use', async () => {
+    const r = await bin('coordinator/cli.js', ['--workers', '2', '--backend', 'tensorflow', '--local-mode', 'thread']);
+    expectUsageError(r, 'coordinator', /--local-mode thread cannot run --backend tensorflow: its native binding is unsafe in worker threads/);
+    expect(r.stderr).toMatch(/use --local-mode process, the default for tensorflow/);
+  });
+
+  test('--gpus takes GPU UUIDs and MIG ids, indexes into an inherited CUDA_VISIBLE_DEVICES, and refuses more workers than GPUs', async () => {
+    expectUsageError(await bin('coordinator/cli.js', ['--gpus', '0,gpu1']), 'coordinator',
+      /'--gpus <ids>' argument '0,gpu1' is invalid\. expected GPU ids like 0,1,2,3, GPU-<uuid> or MIG-<uuid>, got "gpu1"/);
+    // The GPU ids below pass the flag's check, so it is the assignment that refuses: before any data is loaded.
+    const noGrowth = { TF_FORCE_GPU_ALLOW_GROWTH: 'false' };
+    const procs = ['--backend', 'cpu', '--local-mode', 'process', '--dataset', 'cifar10', '--data-dir', '/nonexistent', '--no-download'];
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '3', '--gpus', 'GPU-8932f937,MIG-3b2d5ea0', ...procs], { ...noGrowth, CUDA_VISIBLE_DEVICES: 'GPU-8932f937,MIG-3b2d5ea0' }),
+      'coordinator', /3 local workers but 2 GPUs \(--gpus GPU-8932f937,MIG-3b2d5ea0 of CUDA_VISIBLE_DEVICES=GPU-8932f937,MIG-3b2d5ea0\): .*TF_FORCE_GPU_ALLOW_GROWTH=true/);
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '1', '--gpus', '2', ...procs], { ...noGrowth, CUDA_VISIBLE_DEVICES: '4,5' }),
+      'coordinator', /--gpus 2: CUDA_VISIBLE_DEVICES=4,5 makes 2 GPUs visible/);
+    // --backend tensorflow takes its GPUs from CUDA_VISIBLE_DEVICES when --gpus is not given.
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--backend', 'tensorflow', '--dataset', 'synthetic'], { ...noGrowth, CUDA_VISIBLE_DEVICES: '7' }),
+      'coordinator', /2 local workers but 1 GPU \(CUDA_VISIBLE_DEVICES=7\)/);
   });
 });

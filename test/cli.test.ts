@@ -70,4 +70,17 @@ describe('coordinator', () => {
     expect(w.stderr.trim().split('\n')).toHaveLength(1);
     expect(w.stderr).toMatch(/^coordinator: error: .*a-file/);
   });
+
+  test('local worker processes take their GPUs from --gpus as indexes into CUDA_VISIBLE_DEVICES, and share them with TF_FORCE_GPU_ALLOW_GROWTH', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-cli-'));
+    const r = spawnSync(process.execPath, [bin('coordinator/cli.js'),
+      '--workers', '3', '--gpus', '1,0', '--local-mode', 'process', '--port', '0', '--dashboard', 'false', '--model', 'resnet18', '--width', '2',
+      '--dataset', 'synthetic', '--train-limit', '24', '--test-limit', '8', '--batch-size', '12', '--max-steps', '1', '--backend', 'cpu', '--no-plots', '--out', out,
+    ], { cwd: root, encoding: 'utf8', timeout: 120_000, env: { ...process.env, CUDA_VISIBLE_DEVICES: '4,5', TF_FORCE_GPU_ALLOW_GROWTH: 'true' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('3 local workers share 2 GPUs (--gpus 1,0 of CUDA_VISIBLE_DEVICES=4,5) round robin');
+    // Process i gets entry gpus[i % 2] of the inherited list: 5, 4, 5. Ranks are handed out as they join, so count them.
+    const ready = [...r.stdout.matchAll(/^rank \d: ready, backend cpu, CUDA_VISIBLE_DEVICES=(\S+)$/gm)].map((m) => m[1]).sort();
+    expect(ready).toEqual(['4', '5', '5']);
+  });
 });

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { TlsFiles } from './dashboard/http-server.js';
+import type { BackendChoice } from '../common/backend/names.js';
+import { tensorflowInstalled } from '../common/backend/backend.js';
 import { addTrainOptions, configFromOptions } from '../common/cli/train-options.js';
 import { exitOnUsageError, intFlag, listFlag, numberFlag, portFlag } from '../common/cli/flags.js';
 import { runMain, UsageError } from '../common/cli/run-main.js';
@@ -13,12 +15,14 @@ import { train } from '../common/training/single-process.js';
 import { runCoordinator } from './coordinator.js';
 import { WORKER_LOSS_POLICIES } from './membership.js';
 import { TOKEN_ENV } from './admission.js';
+import { assignGpus, GPU_ID_HELP, GpuAssignmentError, isGpuId } from './gpu-assignment.js';
+import { defaultLocalMode } from './local-workers.js';
 
 const DEFAULT_PORT = 29500;
 
-/** CUDA device ids, kept as written: each local worker process gets one as CUDA_VISIBLE_DEVICES. */
+/** CUDA device ids, kept as written: each local worker process gets one as CUDA_VISIBLE_DEVICES (see gpu-assignment.ts). */
 const gpuIds = listFlag((id: string): string => {
-  if (!/^\d+$/.test(id)) throw new InvalidArgumentError(`expected GPU ids like 0,1,2,3, got "${id}"`);
+  if (!isGpuId(id)) throw new InvalidArgumentError(`expected ${GPU_ID_HELP}, got "${id}"`);
   return id;
 }, '0,1,2,3');
 
@@ -40,7 +44,8 @@ const program = addTrainOptions(
       .choices([...WORKER_LOSS_POLICIES]).default('shrink'))
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https:// (workers connect with wss://host:port --ca <file>)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .addOption(new Option('--gpus <ids>', 'GPU ids for local worker processes, e.g. 0,1,2,3 (each gets its own CUDA_VISIBLE_DEVICES)').argParser(gpuIds)),
+    .addOption(new Option('--gpus <ids>', 'GPUs for local worker processes, one each as its CUDA_VISIBLE_DEVICES: indexes (0,1,2,3), GPU-<uuid> or MIG-<uuid>; ' +
+      'integers index into an inherited CUDA_VISIBLE_DEVICES (default: its GPUs, with --backend tensorflow)').argParser(gpuIds)),
 );
 exitOnUsageError(program);
 
@@ -55,27 +60,52 @@ await runMain('coordinator', async () => {
   if (remote > 0 && !opts.token && !process.env[TOKEN_ENV]) {
     throw new UsageError(`${remote} remote worker(s) need a shared secret: pass --token <secret> (or set ${TOKEN_ENV}) here and to every worker`);
   }
-  const gpus: string[] | undefined = opts.gpus;
-  if (gpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
+  const requestedGpus: string[] | undefined = opts.gpus;
+  if (requestedGpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
+  if (opts.backend === 'tensorflow' && opts.localMode === 'thread') {
+    throw new UsageError('--local-mode thread cannot run --backend tensorflow: its native binding is unsafe in worker threads ' +
+      '(and picks its GPU only when the process starts); use --local-mode process, the default for tensorflow');
+  }
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together: pass both, or neither');
   const tls = opts.tlsCert ? readTlsFiles(opts.tlsCert, opts.tlsKey) : undefined;
   const cfg = configFromOptions(opts);
   const log = (line: string) => console.log(line);
-  if (opts.workers === 1 && opts.localWorkers === undefined && !opts.localMode && !gpus) {
+  if (opts.workers === 1 && opts.localWorkers === undefined && !opts.localMode && !requestedGpus) {
     const result = await train(cfg, { log, progressStream: process.stdout });
     const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
     console.log(`done: ${result.state.step} steps, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
     return;
   }
+  const localMode = opts.localMode ?? (requestedGpus ? 'process' : defaultLocalMode(opts.backend));
+  const gpus = localMode === 'process' ? localGpus(localWorkers, requestedGpus, opts.backend, log) : undefined;
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode: opts.localMode ?? (gpus ? 'process' : undefined), gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
+    localMode, gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
   for (const c of result.groupChanges) console.log(`group change at step ${c.step}: ${c.from} -> ${c.to} workers${c.lost.length > 0 ? ` (lost ${c.lost.join(', ')})` : ''}`);
   console.log(`done: ${result.steps} steps on ${opts.workers} workers, best test_acc ${best.toFixed(4)}; outputs in ${cfg.out}`);
 });
+
+/**
+ * Each local worker process's CUDA_VISIBLE_DEVICES: from --gpus, else (for a
+ * backend that may use the GPU) from the inherited CUDA_VISIBLE_DEVICES.
+ */
+function localGpus(workers: number, requested: string[] | undefined, backend: BackendChoice, log: (line: string) => void): string[] | undefined {
+  const mayUseGpu = backend === 'tensorflow' || (backend === 'auto' && tensorflowInstalled());
+  if (requested === undefined && !mayUseGpu) return undefined;
+  try {
+    const assignment = assignGpus({
+      workers, gpus: requested, inherited: process.env.CUDA_VISIBLE_DEVICES, allowGrowth: process.env.TF_FORCE_GPU_ALLOW_GROWTH,
+    });
+    if (assignment?.note) log(assignment.note);
+    return assignment?.gpus;
+  } catch (err) {
+    if (err instanceof GpuAssignmentError) throw new UsageError(err.message);
+    throw err;
+  }
+}
 
 function readTlsFiles(certPath: string, keyPath: string): TlsFiles {
   const read = (file: string, flag: string) => {

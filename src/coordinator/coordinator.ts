@@ -52,7 +52,7 @@ export interface CoordinatorOptions {
   localBackend?: BackendChoice;
   /** Local workers as threads or as child processes (default: processes for the tensorflow backend, else threads). */
   localMode?: LocalMode;
-  /** GPU ids for local child processes, one per process (round robin), set as CUDA_VISIBLE_DEVICES. */
+  /** GPU ids for local child processes, one per process (round robin), set as CUDA_VISIBLE_DEVICES; the CLI picks them (gpu-assignment.ts). */
   gpus?: string[];
   log?: (line: string) => void;
   progressStream?: ProgressStream;

@@ -7,7 +7,9 @@
 // - processes: one `worker` child process per replica, for the tensorflow
 //   backend, because the native binding is unreliable in worker threads and
 //   picks its GPU only from CUDA_VISIBLE_DEVICES, which must be set before it
-//   loads. Process i gets GPU gpus[i % gpus.length].
+//   loads. Process i gets GPU gpus[i % gpus.length] (gpu-assignment.ts
+//   chooses them), and TF_CPP_MIN_LOG_LEVEL=1 unless the user set it:
+//   TensorFlow's info lines would drown the progress.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Piscina } from 'piscina';
@@ -24,6 +26,17 @@ export interface LocalWorkerOptions extends Pick<WorkerOptions, 'connect' | 'tok
   /** For processes: GPU ids, assigned round robin through CUDA_VISIBLE_DEVICES. */
   gpus?: string[];
   log?: (line: string) => void;
+}
+
+/**
+ * The environment of a local worker process: this one's, plus the token, its
+ * GPU, and TF_CPP_MIN_LOG_LEVEL=1 (warnings and errors only) where unset.
+ */
+export function childEnv(base: NodeJS.ProcessEnv, token: string, gpu: string | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base, [TOKEN_ENV]: token };
+  if (env.TF_CPP_MIN_LOG_LEVEL === undefined) env.TF_CPP_MIN_LOG_LEVEL = '1';
+  if (gpu !== undefined) env.CUDA_VISIBLE_DEVICES = gpu;
+  return env;
 }
 
 /** Processes for the tensorflow backend (also when 'auto' will pick it), threads otherwise. */
@@ -59,8 +72,8 @@ export class LocalWorkers {
     } else {
       const cli = resolveWorkerScript(import.meta.url, '../worker/cli.js');
       for (let i = 0; i < count; i++) {
-        const env: NodeJS.ProcessEnv = { ...process.env, [TOKEN_ENV]: worker.token };
-        if (gpus && gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus[i % gpus.length];
+        const gpu = gpus && gpus.length > 0 ? gpus[i % gpus.length] : undefined;
+        const env = childEnv(process.env, worker.token, gpu);
         // No reconnecting: a local worker's coordinator is its parent, so it is gone for good.
         const args = [
           cli, '--connect', worker.connect, '--no-cache', '--reconnect-timeout', '0',
@@ -68,7 +81,7 @@ export class LocalWorkers {
         ];
         const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
         this.children.push(child);
-        const name = `local worker process ${i}${env.CUDA_VISIBLE_DEVICES !== undefined ? ` (GPU ${env.CUDA_VISIBLE_DEVICES})` : ''}`;
+        const name = `local worker process ${i}${gpu !== undefined ? ` (GPU ${gpu})` : ''}`;
         let lastError = '';
         // Its output, a line at a time, named with its rank once it has one: its errors (stderr) say what went wrong there.
         let rank = '';

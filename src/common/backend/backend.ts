@@ -9,7 +9,9 @@
 //                  makes wasm the highest-priority backend as a side effect.
 //  - 'tensorflow': native libtensorflow through @tensorflow/tfjs-node-gpu
 //                  (CUDA) or @tensorflow/tfjs-node, optional dependencies that
-//                  need a download at install time.
+//                  need a download at install time. Version 4.22 fails on
+//                  Node 23+ (checkNodeForTensorflow); when the GPU package
+//                  fails and the CPU one loads, describeBackend says why.
 //  - 'auto':       'tensorflow' if it loads, otherwise 'wasm'.
 
 import * as tf from '@tensorflow/tfjs-core';
@@ -34,6 +36,7 @@ const require = createRequire(import.meta.url);
 
 let current: BackendName | null = null;
 let tensorflowPackage: string | null = null;
+let tensorflowSkipped: string[] = [];
 let autoFallbackReason: string | null = null;
 let wasmThreads = 0;
 
@@ -83,7 +86,10 @@ export function wasmUsesSimd(): boolean {
   return current === 'wasm' && tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
 }
 
-/** One line for logs, e.g. "wasm (SIMD, 1 thread)" or "tensorflow (@tensorflow/tfjs-node-gpu)". */
+/**
+ * One line for logs, e.g. "wasm (SIMD, 1 thread)", "tensorflow (@tensorflow/tfjs-node-gpu)", or
+ * "tensorflow (@tensorflow/tfjs-node; @tensorflow/tfjs-node-gpu is installed but failed to load: ...)".
+ */
 export function describeBackend(): string {
   const name = backendName();
   let detail = '';
@@ -91,7 +97,7 @@ export function describeBackend(): string {
     detail = `${wasmUsesSimd() ? 'SIMD' : 'no SIMD'}, ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'}`;
     if (autoFallbackReason !== null) detail += `; tensorflow unavailable: ${autoFallbackReason}`;
   } else if (name === 'tensorflow') {
-    detail = tensorflowPackage ?? '';
+    detail = [tensorflowPackage ?? '', ...tensorflowSkipped].filter((d) => d !== '').join('; ');
   }
   return detail === '' ? name : `${name} (${detail})`;
 }
@@ -125,26 +131,69 @@ async function loadWasm(): Promise<typeof import('@tensorflow/tfjs-backend-wasm'
   return wasm;
 }
 
-async function loadTensorflow(): Promise<void> {
-  if (tensorflowPackage !== null) return;
+/**
+ * How loadTensorflowPackage reaches the packages; tests pass their own. The
+ * Node version is process.versions.node.
+ */
+export interface TensorflowLoader {
+  nodeVersion: string;
+  installed(pkg: string): boolean;
+  load(pkg: string): Promise<unknown>;
+  /** Whether the loaded package registered "tensorflow" on our copy of tfjs-core. */
+  registered(): boolean;
+}
+
+const nodeLoader: TensorflowLoader = {
+  nodeVersion: process.versions.node,
+  installed: isInstalled,
+  load: (pkg) => import(pkg),
+  registered: () => tf.findBackendFactory('tensorflow') != null,
+};
+
+/** The first Node major version @tensorflow/tfjs-node(-gpu) 4.22 fails on. */
+export const TENSORFLOW_FIRST_BROKEN_NODE = 23;
+
+/**
+ * Throws BackendUnavailableError on a Node version @tensorflow/tfjs-node(-gpu)
+ * 4.22 cannot run on: every op calls util.isNullOrUndefined, which Node 23
+ * removed (fixed upstream in tensorflow/tfjs#8425, in no release yet).
+ * Importing the package still works there; only the first op fails.
+ */
+export function checkNodeForTensorflow(nodeVersion: string): void {
+  const major = Number.parseInt(nodeVersion, 10);
+  if (major >= TENSORFLOW_FIRST_BROKEN_NODE) {
+    throw new BackendUnavailableError('tensorflow',
+      `backend "tensorflow" does not run on Node ${nodeVersion}: @tensorflow/tfjs-node(-gpu) 4.22 calls util.isNullOrUndefined, ` +
+        `which Node ${TENSORFLOW_FIRST_BROKEN_NODE} removed; run it with Node 20 or 22, or use --backend wasm`);
+  }
+}
+
+export interface LoadedTensorflow {
+  pkg: string;
+  /** Why the packages preferred to `pkg` did not load (the GPU package's error when the CPU one stands in). */
+  skipped: string[];
+}
+
+/** The first package of TENSORFLOW_PACKAGES that loads; throws BackendUnavailableError naming every failure. */
+export async function loadTensorflowPackage(loader: TensorflowLoader = nodeLoader): Promise<LoadedTensorflow> {
+  checkNodeForTensorflow(loader.nodeVersion);
   const loadFailures: string[] = [];
   for (const pkg of TENSORFLOW_PACKAGES) {
-    if (!isInstalled(pkg)) continue;
+    if (!loader.installed(pkg)) continue;
     try {
-      await import(pkg);
+      await loader.load(pkg);
     } catch (err) {
       loadFailures.push(`${pkg} is installed but failed to load: ${firstLine(err)}`);
       continue;
     }
-    if (tf.findBackendFactory('tensorflow') == null) {
+    if (!loader.registered()) {
       // The package registered its backend on its own copy of tfjs-core.
       loadFailures.push(
         `${pkg} loaded but registered "tensorflow" on a different copy of @tensorflow/tfjs-core ` +
           `(versions differ; install ${pkg}@${tf.version_core})`);
       continue;
     }
-    tensorflowPackage = pkg;
-    return;
+    return { pkg, skipped: loadFailures };
   }
   if (loadFailures.length > 0) {
     throw new BackendUnavailableError('tensorflow',
@@ -153,6 +202,14 @@ async function loadTensorflow(): Promise<void> {
   throw new BackendUnavailableError('tensorflow',
     'backend "tensorflow" needs @tensorflow/tfjs-node-gpu (or @tensorflow/tfjs-node): run ' +
       '"npm install @tensorflow/tfjs-node-gpu" on a machine with internet access and CUDA, or use --backend wasm');
+}
+
+async function loadTensorflow(): Promise<void> {
+  if (tensorflowPackage !== null) return;
+  const loaded = await loadTensorflowPackage();
+  tensorflowPackage = loaded.pkg;
+  // Kept for describeBackend, whose line every run logs: who wanted the GPU sees why they got the CPU.
+  tensorflowSkipped = loaded.skipped;
 }
 
 /** Whether a package for the 'tensorflow' backend is installed (without loading it). */
