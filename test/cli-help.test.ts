@@ -65,6 +65,7 @@ const CASES: Case[] = [
   { name: 'bench-allreduce', run: (a) => script('bench-allreduce.js', a), bad: ['--iters', '0'], flag: '--iters' },
   { name: 'bench-conv-grads', run: (a) => script('bench-conv-grads.js', a), bad: ['--batch', '0'], flag: '--batch' },
   { name: 'bench-train', run: (a) => script('bench-train.js', a), bad: ['--batch', '0'], flag: '--batch' },
+  { name: 'gpu-smoke', run: (a) => script('gpu-smoke.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model'] },
   { name: 'cost-model', run: (a) => script('cost-model.js', a), bad: ['--params', '1.5'], flag: '--params' },
   { name: 'scale-test', run: (a) => script('scale-test.js', a), bad: ['--workers', '1,0'], flag: '--workers', lists: ['--model', '--dataset', '--backend'] },
 ];

@@ -466,12 +466,98 @@ describe('deploy/Dockerfile', () => {
     expect(last).toMatch(/^nvidia\/cuda:11\.\d+(\.\d+)?-cudnn8-runtime-ubuntu\d/);
   });
 
-  test('installs @tensorflow/tfjs-node-gpu at the package\'s version and builds with tsc', () => {
+  const runs = instructions.filter((l) => /^RUN\s/.test(l));
+  /** The index in `instructions` of the one RUN line matching `re`. */
+  const runIndex = (re: RegExp) => {
+    const found = instructions.flatMap((l, i) => (/^RUN\s/.test(l) && re.test(l) ? [i] : []));
+    expect(found, String(re)).toHaveLength(1);
+    return found[0];
+  };
+  const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { version?: string; dev?: boolean; optional?: boolean; hasInstallScript?: boolean }> };
+
+  test('installs everything from the lockfile without install scripts, then builds with tsc and drops the dev dependencies', () => {
+    const ci = runIndex(/\bnpm ci --ignore-scripts\b/);
+    // --omit=optional would also drop the platform packages of the native dependencies (@napi-rs/canvas: the plots).
+    expect(lock.packages['node_modules/@napi-rs/canvas-linux-x64-gnu']?.optional).toBe(true);
+    expect(runs.filter((l) => /--omit=optional|--no-optional/.test(l))).toEqual([]);
+    const tsc = runIndex(/\bnpx tsc -p tsconfig\.json/);
+    const prune = runIndex(/\bnpm prune --omit=dev\b/);
+    expect(ci).toBeLessThanOrEqual(tsc);
+    expect(tsc).toBeLessThanOrEqual(prune);
+  });
+
+  test('runs the install script of every production package that has one, except the CPU TensorFlow package, which it removes', () => {
+    const rebuilt = new Set(runs.flatMap((l) => [...l.matchAll(/\bnpm rebuild ((?:[@\w./-]+ ?)+)/g)].flatMap((m) => m[1].trim().split(/\s+/))));
+    const removed = new Set(runs.flatMap((l) => [...l.matchAll(/\brm -rf node_modules\/([@\w./-]+)/g)].map((m) => m[1])));
+    // core-js's postinstall only prints a banner (it is wrapped in try/catch).
+    const needless = new Set(['core-js']);
+    const scripted = Object.entries(lock.packages)
+      .filter(([key, p]) => key.startsWith('node_modules/') && p.hasInstallScript && !p.dev)
+      .map(([key]) => key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length));
+    expect(scripted).toEqual(expect.arrayContaining(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']));
+    expect(scripted.filter((name) => !rebuilt.has(name) && !removed.has(name) && !needless.has(name))).toEqual([]);
+    expect(removed).toEqual(new Set(['@tensorflow/tfjs-node']));
+    expect(rebuilt.has('@tensorflow/tfjs-node')).toBe(false);
+    // npm prune would put the removed package back, so the removal comes after the prune.
+    const prune = runIndex(/\bnpm prune --omit=dev\b/);
+    const rm = runIndex(/\brm -rf node_modules\/@tensorflow\/tfjs-node(?=\s|$)/);
+    if (rm === prune) expect(instructions[rm].indexOf('npm prune')).toBeLessThan(instructions[rm].indexOf('rm -rf node_modules/'));
+    else expect(rm).toBeGreaterThan(prune);
+  });
+
+  test('installs @tensorflow/tfjs-node-gpu at the package\'s version on its own, with the mirror variable, and loads it', () => {
     const version = pkg.optionalDependencies['@tensorflow/tfjs-node-gpu'];
-    expect(instructions.some((l) => /^RUN .*npm install .*@tensorflow\/tfjs-node-gpu@/.test(l))).toBe(true);
-    expect(dockerfile).toContain(`@tensorflow/tfjs-node-gpu@${version}`);
-    expect(instructions.some((l) => /^RUN .*npm ci\b/.test(l))).toBe(true);
-    expect(instructions.some((l) => /^RUN .*npx tsc -p tsconfig\.json/.test(l))).toBe(true);
+    expect(version).toMatch(/^\d+\.\d+\.\d+$/); // pinned: the lockfile's version is the one the docs name
+    expect(lock.packages['node_modules/@tensorflow/tfjs-node-gpu']?.version).toBe(version);
+    expect(dockerfile).toMatch(new RegExp(`^#.*tfjs-node-gpu ${version.replace(/\./g, '\\.')}\\b`, 'm'));
+    const gpu = runIndex(/\bnpm rebuild @tensorflow\/tfjs-node-gpu\b/);
+    // After everything that reifies the tree (npm ci, npm prune), so nothing undoes it.
+    for (const re of [/\bnpm ci\b/, /\bnpm prune\b/, /\brm -rf node_modules\/@tensorflow\/tfjs-node(?=\s|$)/]) expect(runIndex(re), String(re)).toBeLessThan(gpu);
+    expect(instructions[gpu]).not.toMatch(/\|\||; *true|--ignore-scripts/);
+    // The mirror passes through as a build argument in the same stage, declared before the install.
+    const lastFrom = Math.max(...instructions.flatMap((l, i) => (i < gpu && /^FROM\s/i.test(l) ? [i] : [])));
+    const arg = instructions.findIndex((l) => /^ARG\s+TFJS_NODE_CDN_STORAGE\s*$/.test(l));
+    expect(arg).toBeGreaterThan(lastFrom);
+    expect(arg).toBeLessThan(gpu);
+    expect(read('docs/DEPLOY.md')).toContain('TFJS_NODE_CDN_STORAGE');
+  });
+
+  test('the build-time check loads the GPU package and fails unless its backend is tensorflow', () => {
+    const line = instructions[runIndex(/\bnpm rebuild @tensorflow\/tfjs-node-gpu\b/)];
+    expect(line).toMatch(/npm rebuild @tensorflow\/tfjs-node-gpu\s*&&\s*node -e "/);
+    const code = /node -e "([^"]*)"/.exec(line)![1];
+    expect(code).toContain("require('@tensorflow/tfjs-node-gpu')");
+    // Run it against stand-ins of the package: one on the tensorflow backend, one that fell back to another.
+    const dir = tmpDir();
+    const stub = (backend: string) => {
+      const mod = path.join(dir, backend, 'node_modules', '@tensorflow', 'tfjs-node-gpu');
+      fs.mkdirSync(mod, { recursive: true });
+      fs.writeFileSync(path.join(mod, 'index.js'), `module.exports = { getBackend: () => '${backend}', version: { 'tfjs-node': '4.22.0' }, backend: () => ({ binding: { TF_Version: '2.9.1' } }) };\n`);
+      return spawnSync(process.execPath, ['-e', code], { cwd: path.join(dir, backend), encoding: 'utf8' });
+    };
+    const ok = stub('tensorflow');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/4\.22\.0.*tensorflow.*2\.9\.1/);
+    expect(stub('cpu').status).not.toBe(0);
+  });
+
+  test('the image keeps the CUDA JIT cache in a mount point, as the manifest and the Slurm script do', () => {
+    const env = Object.fromEntries(instructions.filter((l) => /^ENV\s/.test(l)).flatMap((l) => [...l.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1], m[2]])));
+    expect(env.CUDA_CACHE_PATH).toMatch(/^\//);
+    expect(Number(env.CUDA_CACHE_MAXSIZE)).toBeGreaterThanOrEqual(2 ** 30);
+    expect(dockerfile).toMatch(new RegExp(`mkdir -p [^\\n]*${env.CUDA_CACHE_PATH}`));
+    expect(dockerfile).toMatch(new RegExp(`chown ddp:ddp [^\\n]*${env.CUDA_CACHE_PATH}`));
+    // Kubernetes: the same values, and a volume mounted there.
+    expect(envOf(worker, 'CUDA_CACHE_PATH').value).toBe(env.CUDA_CACHE_PATH);
+    expect(envOf(worker, 'CUDA_CACHE_MAXSIZE').value).toBe(env.CUDA_CACHE_MAXSIZE);
+    const mounts = (job.spec.template.spec.containers[0].volumeMounts ?? []) as { name: string; mountPath: string }[];
+    const mount = mounts.find((m) => m.mountPath === env.CUDA_CACHE_PATH);
+    expect(mount, 'a volume on CUDA_CACHE_PATH').toBeDefined();
+    expect((job.spec.template.spec.volumes as { name: string }[]).map((v) => v.name)).toContain(mount!.name);
+    // Slurm: exported with defaults the caller can override.
+    const sbatch = read('deploy/slurm.sbatch');
+    expect(sbatch).toMatch(/^export CUDA_CACHE_PATH=\$\{CUDA_CACHE_PATH:-[^}]+\}$/m);
+    expect(sbatch).toContain(`export CUDA_CACHE_MAXSIZE=\${CUDA_CACHE_MAXSIZE:-${env.CUDA_CACHE_MAXSIZE}}`);
   });
 
   test('puts every bin of package.json on PATH, behind tini', () => {
