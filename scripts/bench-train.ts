@@ -22,10 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, describeBackend } from '../src/common/backend/backend.js';
-import { buildModelSpec, initParams, initRunningStats } from '../src/common/model/spec.js';
-import { Replica } from '../src/common/model/replica.js';
-import { TrainStep } from '../src/common/training/step.js';
-import { Rng } from '../src/common/data/rng.js';
+import { seededStep } from './seeded-step.js';
 import { DEFAULTS } from '../src/common/training/config.js';
 import { exitOnUsageError, intFlag, listFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
@@ -62,16 +59,7 @@ interface ReplicaRow {
 /** Part 1 in this process: one replica, synthetic batch, `timed` steps (step.ts, no exchange) after one warm-up step. */
 async function timeReplica(backend: BackendName, width: number, timed: number, batchSize: number): Promise<ReplicaRow> {
   await initBackend(backend);
-  const spec = buildModelSpec({ name: 'resnet18', width, numClasses: 10, inChannels: 3, norm: 'batch' });
-  const rng = new Rng(1);
-  const batch = {
-    x: Float32Array.from({ length: batchSize * 32 * 32 * 3 }, () => rng.nextFloat() * 2 - 1),
-    y: Int32Array.from({ length: batchSize }, () => rng.nextInt(10)),
-    count: batchSize,
-  };
-  const state = { weights: initParams(spec, () => rng.nextFloat()), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0 };
-  const replica = new Replica(spec, state.weights);
-  const step = new TrainStep(replica, state, { hyper: { momentum: 0.9, weightDecay: 5e-4 } });
+  const { replica, step, batch } = seededStep('resnet18', width, batchSize);
   let gradMs = 0;
   let optimMs = 0;
   for (let i = 0; i <= timed; i++) {

@@ -25,10 +25,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, describeBackend } from '../src/common/backend/backend.js';
-import { buildModelSpec, initParams, initRunningStats, type ModelName, type ModelSpec } from '../src/common/model/spec.js';
-import { Replica } from '../src/common/model/replica.js';
-import { TrainStep } from '../src/common/training/step.js';
-import { Rng } from '../src/common/data/rng.js';
+import { buildModelSpec, type ModelName } from '../src/common/model/spec.js';
+import { seededStep } from './seeded-step.js';
 import { THROW_FAULT_ENV } from '../src/common/training/faults.js';
 import { exitOnUsageError, intFlag, modelOption } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
@@ -98,22 +96,6 @@ async function childLoad(): Promise<Omit<CheckResult, 'check'>> {
   const detail = `${describeBackend()}; GPU device: ${device.isUsingGpuDevice === undefined ? 'unknown (the package does not say)' : gpu ? 'yes' : 'no'}`;
   // The native backend on the CPU runs every other check, but this is a GPU smoke test.
   return { status: gpu || device.isUsingGpuDevice === undefined ? 'pass' : 'fail', detail, numbers };
-}
-
-interface SeededSetup { spec: ModelSpec; step: TrainStep; replica: Replica; batch: { x: Float32Array; y: Int32Array; count: number } }
-
-/** The same weights and images in every process: everything from one seed. */
-function seededStep(model: ModelName, width: number, batchSize: number): SeededSetup {
-  const spec = buildModelSpec({ name: model, width, numClasses: 10, inChannels: 3, norm: 'batch' });
-  const rng = new Rng(1);
-  const batch = {
-    x: Float32Array.from({ length: batchSize * 32 * 32 * 3 }, () => rng.nextFloat() * 2 - 1),
-    y: Int32Array.from({ length: batchSize }, () => rng.nextInt(10)),
-    count: batchSize,
-  };
-  const state = { weights: initParams(spec, () => rng.nextFloat()), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0 };
-  const replica = new Replica(spec, state.weights);
-  return { spec, replica, batch, step: new TrainStep(replica, state, { hyper: { momentum: 0.9, weightDecay: 5e-4 } }) };
 }
 
 const agreeShape = (o: SmokeOptions) => ({ width: Math.min(o.width, AGREE_MAX_WIDTH), batch: Math.min(o.batch, AGREE_MAX_BATCH) });
