@@ -11,13 +11,14 @@ const start = () => new ReplicaState({
   weights: Float32Array.from([1, 2, 3]), momentum: Float32Array.from([0, 0, 0]), runningStats: Float32Array.from([0.5, 1]), step: 7,
 });
 
-/** What a step does to the state, in place. */
-function takeStep(s: ReplicaState, by: number): void {
+/** What a step does to the state: the optimizer's pass with gradient `by` everywhere (w -= by, momentum = by). */
+function takeStep(s: ReplicaState, by: number): boolean {
   s.rememberBeforeStep();
-  s.weights.forEach((w, i) => (s.weights[i] = w - by));
-  s.momentum.fill(by);
-  s.runningStats[0] += by;
+  s.params.grad.fill(by);
+  const applied = s.params.step({ lr: 1, momentum: 0, weightDecay: 0 }, false);
+  if (applied) s.runningStats[0] += by;
   s.step++;
+  return applied;
 }
 
 describe('ReplicaState', () => {
@@ -33,6 +34,21 @@ describe('ReplicaState', () => {
     expect(Array.from(s.weights)).toEqual([1, 2, 3]);
     expect(s.fullChecksum()).toBe(committed.sum);
     expect(s.optimizerChecksum()).toBe(committed.optimizer);
+  });
+
+  test('rolling back a skipped step (non-finite gradient) keeps the state it never left', () => {
+    const s = start();
+    takeStep(s, 0.5);
+    const committed = s.fullChecksum();
+    expect(takeStep(s, Number.NaN)).toBe(false);
+    expect(s.fullChecksum()).toBe(committed);
+    s.rollBackTo(8);
+    expect(s.fullChecksum()).toBe(committed);
+    expect(Array.from(s.weights)).toEqual([0.5, 1.5, 2.5]);
+    // And the step after it rolls back like any other.
+    takeStep(s, 0.25);
+    s.rollBackTo(8);
+    expect(s.fullChecksum()).toBe(committed);
   });
 
   test('refuses to go back two steps or forward, naming the steps', () => {

@@ -9,7 +9,8 @@ import { initBackend } from '../src/common/backend/backend.js';
 import { buildModelSpec, initParams, initRunningStats, type ModelSpec, type NormKind } from '../src/common/model/spec.js';
 import { Replica, type Batch } from '../src/common/model/replica.js';
 import { sgdStep, updateRunningStats } from '../src/common/optim/sgd.js';
-import { BadSteps, TrainStep, type GradientExchange, type OptimizerState } from '../src/common/training/step.js';
+import { BadSteps, TrainStep, type GradientExchange } from '../src/common/training/step.js';
+import { ReplicaState } from '../src/worker/replica-state.js';
 import { createMemoryRing, RingAllReducer } from '../src/common/allreduce/index.js';
 
 const SIDE = 32;
@@ -28,13 +29,14 @@ function tinyModel(norm: NormKind): ModelSpec {
   return buildModelSpec({ name: 'resnet18', width: 2, numClasses: 10, inChannels: 3, norm });
 }
 
-function stateOf(spec: ModelSpec, seed = 1): OptimizerState {
+// The worker's state: weights and momentum in the optimizer's buffers, readable as arrays.
+function stateOf(spec: ModelSpec, seed = 1): ReplicaState {
   const rand = lcg(seed);
-  return { weights: initParams(spec, rand), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0 };
+  return new ReplicaState({ weights: initParams(spec, rand), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0 });
 }
 
-function copyOf(s: OptimizerState): OptimizerState {
-  return { weights: s.weights.slice(), momentum: s.momentum.slice(), runningStats: s.runningStats.slice(), step: s.step };
+function copyOf(s: ReplicaState): ReplicaState {
+  return new ReplicaState(s);
 }
 
 function batchOf(count: number, seed: number): Batch {
@@ -52,7 +54,7 @@ function shardOf(b: Batch, from: number, to: number): Batch {
   return { x: b.x.slice(from * px, to * px), y: b.y.slice(from, to), count: to - from };
 }
 
-const replicaFor = (spec: ModelSpec, s: OptimizerState) => new Replica(spec, s.weights, [SIDE, SIDE, 3]);
+const replicaFor = (spec: ModelSpec, s: ReplicaState) => new Replica(spec, s.weights, [SIDE, SIDE, 3]);
 
 beforeAll(async () => {
   await initBackend('cpu');

@@ -19,10 +19,11 @@ import { generateSynthetic } from '../src/common/data/synthetic.js';
 import { buildLayersModel } from '../src/common/io/export/tfjs-layers-model.js';
 import { directorySaveHandler } from '../src/common/io/export/tfjs-model-files.js';
 import { convPadding } from '../src/common/model/forward.js';
-import { Replica, type Batch } from '../src/common/model/replica.js';
+import { devicePathFor, Replica, type Batch } from '../src/common/model/replica.js';
 import { buildModelSpec, initParams, initRunningStats, type ModelConfig } from '../src/common/model/spec.js';
 import { evaluateRange } from '../src/common/training/evaluation.js';
 import { TrainStep, type OptimizerState } from '../src/common/training/step.js';
+import { SgdBuffers } from '../src/common/optim/sgd-buffers.js';
 import { makeTempDir } from './helpers/data-fixtures.js';
 
 const BACKEND = 'cpu';
@@ -74,6 +75,24 @@ class KernelRecorder {
   }
 }
 
+/** dtype[shape] of every tensor made from host values (tf.tensor, tf.scalar, ones...) while `run` runs; kernel outputs are not. */
+async function recordHostTensors(run: () => Promise<unknown>): Promise<string[]> {
+  const engine = tf.engine() as unknown as { makeTensor: (...args: unknown[]) => tf.Tensor };
+  const original = engine.makeTensor;
+  const made: string[] = [];
+  engine.makeTensor = (...args: unknown[]) => {
+    const [, shape, dtype] = args as [unknown, number[], tf.DataType];
+    made.push(`${dtype ?? 'float32'}[${shape.join(',')}]`);
+    return original.apply(engine, args);
+  };
+  try {
+    await run();
+  } finally {
+    engine.makeTensor = original;
+  }
+  return made;
+}
+
 /** One line per distinct problem, with the kernels' attributes, so a failure says what to change. */
 function problemsOf(calls: KernelCall[]): string[] {
   const problems = new Set<string>();
@@ -120,11 +139,12 @@ const MODELS: ModelConfig[] = [
 describe.each(MODELS)('tfjs-node 4.22 accepts every kernel of $name ($norm norm)', (config) => {
   const spec = buildModelSpec(config);
   const state: OptimizerState = {
-    weights: initParams(spec, lcg(7)), momentum: new Float32Array(spec.paramCount), runningStats: initRunningStats(spec), step: 0,
+    params: new SgdBuffers(initParams(spec, lcg(7)), new Float32Array(spec.paramCount)), runningStats: initRunningStats(spec), step: 0,
   };
   let replica: Replica;
   beforeAll(() => {
-    replica = new Replica(spec, state.weights);
+    // The way weights and gradients cross on tfjs-node (one tensor each way), though this runs on cpu.
+    replica = new Replica(spec, state.params.weights, undefined, devicePathFor('tensorflow'));
   });
   afterAll(() => replica.dispose());
 
@@ -134,8 +154,10 @@ describe.each(MODELS)('tfjs-node 4.22 accepts every kernel of $name ($norm norm)
       await step.run(randomBatch(3, 1), 6, 0.1);
     });
     console.log(`${config.name}/${config.norm} training step: ${calls.length} kernel calls: ${kernelNames(calls).join(' ')}`);
-    // The gradients really ran through the tape (not a path that skips them).
-    expect(kernelNames(calls)).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'Step']));
+    // The gradients really ran through the tape (not a path that skips them),
+    // the ReLU's from Greater, and the parameters crossed as one tensor each way.
+    expect(kernelNames(calls)).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'Greater', 'Concat', 'SplitV']));
+    expect(kernelNames(calls)).not.toContain('Step');
     expect(problemsOf(calls)).toEqual([]);
   });
 
@@ -149,6 +171,34 @@ describe.each(MODELS)('tfjs-node 4.22 accepts every kernel of $name ($norm norm)
     console.log(`${config.name}/${config.norm} evaluation: ${calls.length} kernel calls: ${kernelNames(calls).join(' ')}`);
     expect(kernelNames(calls)).toContain('Conv2D');
     expect(problemsOf(calls)).toEqual([]);
+  });
+
+  test("tfjs-node's way (one tensor each way, the ReLU mask from greater) gives this backend's gradients to the bit", () => {
+    const batch = randomBatch(3, 5);
+    const plain = new Replica(spec, state.params.weights, undefined, devicePathFor(BACKEND));
+    const [a, b] = [new Float32Array(spec.paramCount), new Float32Array(spec.paramCount)];
+    const ra = plain.computeGradients(batch, 1 / 3, a);
+    const rb = replica.computeGradients(batch, 1 / 3, b);
+    plain.dispose();
+    expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).toBe(true);
+    expect(Buffer.from(ra.batchStats?.buffer ?? new ArrayBuffer(0)).equals(Buffer.from(rb.batchStats?.buffer ?? new ArrayBuffer(0)))).toBe(true);
+    expect(ra.lossSum).toBe(rb.lossSum);
+  });
+
+  // On tfjs-node every tensor made from host values is a host allocation and
+  // a copy to the GPU. After the first step (which makes the kept constants of
+  // model/constants.ts) a step makes only what it must: the images, the
+  // labels, the weights as one tensor, and tfjs-core's two seeds of the loss
+  // gradient (a scalar and a [batch, classes] ones). Nothing activation-sized,
+  // as tfjs-core's ReLU and Mean gradients would, and no per-parameter uploads.
+  test('a training step makes host tensors only for the batch, the labels, the weights and the loss seeds', async () => {
+    const step = new TrainStep(replica, state, { hyper: { momentum: 0.9, weightDecay: 5e-4 } });
+    const batch = randomBatch(3, 4);
+    await step.run(batch, 6, 0.1);
+    const made = await recordHostTensors(() => step.run(batch, 6, 0.1));
+    expect(made.sort()).toEqual([
+      `float32[${spec.paramCount}]`, 'float32[3,10]', 'float32[3,32,32,3]', 'float32[]', 'int32[3]',
+    ].sort());
   });
 
   // Today a snapshot dispatches nothing (the statistics are averaged and the
@@ -166,7 +216,7 @@ describe.each(MODELS)('tfjs-node 4.22 accepts every kernel of $name ($norm norm)
       augment: false, seed: 0, epoch: 0, ...NORMALIZE,
     }).x;
     const calls = await recorder.record(async () => {
-      const model = buildLayersModel(spec, state.weights, state.runningStats);
+      const model = buildLayersModel(spec, state.params.weights, state.runningStats);
       tf.tidy(() => (model.predict(tf.tensor4d(x, [2, 32, 32, 3])) as tf.Tensor).dataSync());
       await model.save(directorySaveHandler(makeTempDir('conformance-export')));
       model.dispose();

@@ -31,7 +31,11 @@ export interface TfjsNodeKernel {
   source: string;
   /** What that file requires of the call, in words ('any' when it passes every call through). */
   rule: string;
-  /** Null when tfjs-node accepts the call; otherwise what it would throw, or how it would differ. */
+  /**
+   * Null when tfjs-node accepts the call and runs it on the device; otherwise
+   * what it would throw, how it would differ, or the host work it would do
+   * (a training step must not build activation-sized tensors in JavaScript).
+   */
   check?: (call: KernelCall) => string | null;
 }
 
@@ -154,7 +158,18 @@ export const TFJS_NODE_KERNELS: Readonly<Record<string, TfjsNodeKernel>> = {
   BatchMatMul: { source: `${KERNELS_DIR}/BatchMatMul.ts`, rule: 'any: TF BatchMatMulV2 with adj_x/adj_y = transposeA/transposeB (broadcasts)' },
   Step: {
     source: `${KERNELS_DIR}/Step.ts`,
-    rule: 'any alpha: where(x > 0, 1, alpha), NaN kept (Select over IsNan); the ReLU gradient',
+    rule: 'where(x > 0, ones(x.shape), fill(alpha)), NaN kept (Select over IsNan): ones() is built on the host and uploaded',
+    check: (c) => `Step builds ones(${JSON.stringify(c.inputs.x?.shape ?? [])}) in JavaScript and uploads it on every call ` +
+      '(tfjs-core\'s ReLU gradient); on tensorflow, model/forward.ts takes the ReLU\'s gradient from greater(y, 0)',
+  },
+  Greater: { source: `${KERNELS_DIR}/Greater.ts`, rule: 'any: TF Greater, T = upcastType(a, b), broadcasts; the ReLU gradient mask of model/forward.ts' },
+  Concat: {
+    source: `${KERNELS_DIR}/Concat.ts`,
+    rule: 'any: TF ConcatV2 over N inputs, axis as an int32 scalar; the one gradient read of model/device-transfer.ts',
+  },
+  SplitV: {
+    source: `${KERNELS_DIR}/SplitV.ts`,
+    rule: 'any: sizes through backend_util.prepareSplitSize, passed as int32 tensors; the one weight upload of model/device-transfer.ts',
   },
   OneHot: { source: `${KERNELS_DIR}/OneHot.ts`, rule: 'any: axis fixed at -1 (tf.oneHot always appends the depth axis), T = dtype, TI = indices dtype' },
   PadV2: { source: `${KERNELS_DIR}/PadV2.ts`, rule: 'any: paddings as an int32 [rank, 2] tensor, constantValue as a scalar of x.dtype' },

@@ -4,6 +4,7 @@
 // full-size Tile/ones tensors for every broadcast: about 40% of a wasm step.
 // The closed-form gradient below needs only broadcasts and channel sums.
 import * as tf from '@tensorflow/tfjs-core';
+import { constant } from './constants.js';
 
 export const BN_EPS = 1e-5;
 const AXES = [0, 1, 2];
@@ -27,7 +28,7 @@ export function batchNormTrain(
     const mean = tf.mean(xt, AXES) as tf.Tensor1D;
     const centered = tf.sub(xt, mean);
     const variance = tf.mean(tf.square(centered), AXES) as tf.Tensor1D;
-    const invStd = tf.rsqrt(tf.add(variance, BN_EPS));
+    const invStd = tf.rsqrt(tf.add(variance, constant(BN_EPS)));
     const xhat = tf.mul(centered, invStd);
     const y = tf.add(tf.mul(xhat, gammaIn as tf.Tensor), betaIn as tf.Tensor);
     (save as tf.GradSaveFunc)([xhat, invStd, gammaIn as tf.Tensor]);
@@ -42,8 +43,8 @@ export function batchNormTrain(
         const dBeta = tf.sum(g, AXES);
         const dGamma = tf.sum(tf.mul(g, xh), AXES);
         // dx = gamma * invStd / M * (M * dy - dBeta - xhat * dGamma)
-        const scale = tf.div(tf.mul(gm, inv), count);
-        const inner = tf.sub(tf.sub(tf.mul(g, count), dBeta), tf.mul(xh, dGamma));
+        const scale = tf.div(tf.mul(gm, inv), constant(count));
+        const inner = tf.sub(tf.sub(tf.mul(g, constant(count)), dBeta), tf.mul(xh, dGamma));
         return [tf.mul(inner, scale), dGamma, dBeta];
       },
     };
@@ -59,7 +60,7 @@ export function batchNormEval(
   runningMean: tf.Tensor1D,
   runningVar: tf.Tensor1D,
 ): tf.Tensor4D {
-  const scale = tf.mul(gamma, tf.rsqrt(tf.add(runningVar, BN_EPS)));
+  const scale = tf.mul(gamma, tf.rsqrt(tf.add(runningVar, constant(BN_EPS))));
   const shift = tf.sub(beta, tf.mul(runningMean, scale));
   return tf.add(tf.mul(x, scale), shift);
 }

@@ -4,6 +4,7 @@
 // several replicas in one test process).
 import * as tf from '@tensorflow/tfjs-core';
 import { batchNormEval, batchNormTrain } from './batchnorm.js';
+import { constant } from './constants.js';
 import type { ConvOp, ModelSpec, NormOp } from './spec.js';
 
 export type ParamTensors = Map<string, tf.Tensor>;
@@ -78,25 +79,70 @@ function norm(params: ParamTensors, op: NormOp, x: tf.Tensor4D, mode: ForwardMod
   return batchNormEval(x, gamma, beta, stats.mean, stats.variance);
 }
 
+/**
+ * How the ReLU's gradient is taken. tfjs-core's is dy * step(x), and Step is
+ * one device kernel on wasm and cpu; but tfjs-node's Step builds
+ * ones(x.shape) in a JavaScript loop and uploads it, 1.5 GB per ResNet50 step
+ * at batch 128. There the mask comes from the ReLU's own output instead,
+ * greater(y, 0), all native ops. (Not sign(y): wasm's Sign returns 0 for
+ * positive values below about 1e-7, so its gradients would differ.) Both
+ * give the same bits: y > 0 exactly where x > 0.
+ */
+export type ReluGradient = 'step' | 'greater';
+
+export function reluGradientFor(backend: string): ReluGradient {
+  return backend === 'tensorflow' ? 'greater' : 'step';
+}
+
+const reluFromOutput = tf.customGrad<tf.Tensor4D>((x, save) => {
+  const y = tf.relu(x as tf.Tensor4D);
+  (save as tf.GradSaveFunc)([y]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor4D, [saved]: tf.Tensor[]) => tf.mul(dy, tf.cast(tf.greater(saved!, constant(0)), 'float32')),
+  };
+}) as (x: tf.Tensor4D) => tf.Tensor4D;
+
+const RELU: Record<ReluGradient, (x: tf.Tensor4D) => tf.Tensor4D> = { step: (x) => tf.relu(x), greater: reluFromOutput };
+
+/**
+ * The mean over a 4x4 feature map (F.avg_pool2d(out, 4)), with the gradient
+ * dy / 16 tiled over the map. tfjs-core's Mean gradient multiplies by
+ * ones(x.shape), another host-built upload on tfjs-node; dividing by 16, a
+ * power of two, first gives the same bits.
+ */
+const spatialMean = tf.customGrad<tf.Tensor2D>((x) => {
+  const xt = x as tf.Tensor4D;
+  const [n, h, w, c] = xt.shape;
+  return {
+    value: tf.mean(xt, [1, 2]) as tf.Tensor2D,
+    gradFunc: (dy: tf.Tensor2D) => tf.tile(tf.reshape(tf.div(dy, constant(h * w)), [n, 1, 1, c]), [1, h, w, 1]),
+  };
+}) as (x: tf.Tensor4D) => tf.Tensor2D;
+
 /** Logits [n, numClasses] for an NHWC batch. */
-export function forward(spec: ModelSpec, params: ParamTensors, x: tf.Tensor4D, mode: ForwardMode): tf.Tensor2D {
+export function forward(
+  spec: ModelSpec, params: ParamTensors, x: tf.Tensor4D, mode: ForwardMode,
+  reluGradient: ReluGradient = reluGradientFor(tf.getBackend()),
+): tf.Tensor2D {
+  const relu = RELU[reluGradient];
   const unit = (u: { conv: ConvOp; norm: NormOp }, input: tf.Tensor4D) => norm(params, u.norm, conv(params, u.conv, input), mode);
 
-  let out = tf.relu(unit(spec.stem, x));
+  let out = relu(unit(spec.stem, x));
   for (const block of spec.blocks) {
     let y = out;
     block.convs.forEach((u, i) => {
       y = unit(u, y);
-      if (i < block.convs.length - 1) y = tf.relu(y) as tf.Tensor4D;
+      if (i < block.convs.length - 1) y = relu(y);
     });
     const shortcut = block.shortcut ? unit(block.shortcut, out) : out;
-    out = tf.relu(tf.add(y, shortcut)) as tf.Tensor4D;
+    out = relu(tf.add(y, shortcut) as tf.Tensor4D);
   }
   const [, h, w] = out.shape;
   if (h !== 4 || w !== 4) {
     throw new Error(`the CIFAR ResNet expects 32x32 inputs (final feature map 4x4), got ${h}x${w}`);
   }
   // F.avg_pool2d(out, 4) on a 4x4 map is the spatial mean.
-  const pooled = tf.mean(out, [1, 2]) as tf.Tensor2D;
+  const pooled = spatialMean(out);
   return tf.add(tf.matMul(pooled, param(params, spec.linear.weight) as tf.Tensor2D), param(params, spec.linear.bias));
 }

@@ -3,7 +3,9 @@
 // that must be identical across replicas (optimizer, schedule, running
 // statistics) happens on the host over flat Float32Arrays, outside this class.
 import * as tf from '@tensorflow/tfjs-core';
-import { forward, type ForwardMode, type ParamTensors } from './forward.js';
+import { forward, reluGradientFor, type ForwardMode, type ParamTensors, type ReluGradient } from './forward.js';
+import { constant } from './constants.js';
+import { readGradients, transferModeFor, uploadParams, type TransferMode } from './device-transfer.js';
 import type { ModelSpec } from './spec.js';
 
 export interface Batch {
@@ -27,18 +29,38 @@ export interface GradientResult extends BatchResult {
    * Null when the model has no BatchNorm or the replica had no samples.
    */
   batchStats: Float32Array | null;
+  /** Milliseconds in forward and backward alone, before any value is read back (benchmarks separate the host's share). */
+  backwardMs: number;
 }
 
 interface LayerStats { mean: tf.Tensor1D; variance: tf.Tensor1D; count: number }
 
+/**
+ * Where a replica's work differs per backend, for what each costs there:
+ * how parameters cross (device-transfer.ts) and how the ReLU's gradient is
+ * taken (forward.ts). The arithmetic is the same bits either way.
+ */
+export interface DevicePath {
+  transfer: TransferMode;
+  reluGradient: ReluGradient;
+}
+
+export function devicePathFor(backend: string): DevicePath {
+  return { transfer: transferModeFor(backend), reluGradient: reluGradientFor(backend) };
+}
+
 export class Replica {
   private params: tf.Tensor[] = [];
+  /** The active backend's way by default; test/tfjs-node-conformance forces tfjs-node's on a CPU. */
+  readonly path: DevicePath;
 
   constructor(
     readonly spec: ModelSpec,
     weights: Float32Array,
     private readonly imageShape: [number, number, number] = [32, 32, spec.config.inChannels],
+    path?: DevicePath,
   ) {
+    this.path = path ?? devicePathFor(tf.getBackend());
     this.setWeights(weights);
   }
 
@@ -47,9 +69,7 @@ export class Replica {
     if (weights.length !== this.spec.paramCount) {
       throw new Error(`weights have ${weights.length} values, the model needs ${this.spec.paramCount}`);
     }
-    // slice(): the cpu backend keeps the very array it is given, and the
-    // optimizer goes on mutating the flat vector in place.
-    const fresh = this.spec.params.map((p) => tf.tensor(weights.slice(p.offset, p.offset + p.size), p.shape, 'float32'));
+    const fresh = uploadParams(this.spec, weights, this.path.transfer);
     tf.dispose(this.params);
     this.params = fresh;
   }
@@ -70,13 +90,14 @@ export class Replica {
     if (gradOut.length !== this.spec.paramCount) throw new Error('gradient buffer has the wrong length');
     if (batch.count === 0) {
       gradOut.fill(0);
-      return { lossSum: 0, correct: 0, count: 0, batchStats: null };
+      return { lossSum: 0, correct: 0, count: 0, batchStats: null, backwardMs: 0 };
     }
     const stats = new Map<string, LayerStats>();
     const kept: tf.Tensor[] = [];
     const x = this.input(batch);
     const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(batch.y, 'int32'), this.spec.config.numClasses));
     try {
+      const start = performance.now();
       const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
         const logits = forward(this.spec, this.named(ps), x, {
           kind: 'train',
@@ -84,14 +105,15 @@ export class Replica {
             stats.set(name, { mean, variance, count });
             kept.push(mean, variance);
           },
-        });
+        }, this.path.reluGradient);
         kept.push(tf.keep(logits));
-        return tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), lossScale) as tf.Scalar;
+        return tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), constant(lossScale)) as tf.Scalar;
       })(this.params);
-      this.spec.params.forEach((p, i) => gradOut.set(grads[i].dataSync() as Float32Array, p.offset));
+      const backwardMs = performance.now() - start;
+      readGradients(this.spec, grads, gradOut, this.path.transfer);
       tf.dispose([value, ...grads]);
       const logits = kept[kept.length - 1] as tf.Tensor2D;
-      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats) };
+      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats), backwardMs };
     } finally {
       tf.dispose([x, labels, ...kept]);
     }
@@ -112,7 +134,7 @@ export class Replica {
           mode === 'train'
             ? { kind: 'train', onBatchStats: (_name, mean, variance) => kept.push(mean, variance) }
             : { kind: 'eval', runningStats: this.runningStatTensors(runningStats) };
-        return forward(this.spec, this.named(this.params), this.input(batch), forwardMode).dataSync() as Float32Array;
+        return forward(this.spec, this.named(this.params), this.input(batch), forwardMode, this.path.reluGradient).dataSync() as Float32Array;
       });
     } finally {
       tf.dispose(kept);
@@ -156,14 +178,22 @@ export class Replica {
 
   private readBatchStats(stats: Map<string, LayerStats>): Float32Array | null {
     if (this.spec.batchNorms.length === 0) return null;
-    const out = new Float32Array(this.spec.runningStatsSize);
-    for (const bn of this.spec.batchNorms) {
+    const layers = this.spec.batchNorms.map((bn) => {
       const s = stats.get(bn.name);
       if (!s) throw new Error(`internal: no batch statistics from ${bn.name}`);
-      out.set(s.mean.dataSync() as Float32Array, bn.offset);
-      const variance = s.variance.dataSync();
+      return { bn, s };
+    });
+    // One read for every layer's mean and variance, already in the running-statistics layout.
+    const flat = tf.concat(layers.flatMap(({ s }) => [s.mean, s.variance]));
+    let out: Float32Array;
+    try {
+      out = (flat.dataSync() as Float32Array).slice();
+    } finally {
+      flat.dispose();
+    }
+    for (const { bn, s } of layers) {
       const unbias = s.count > 1 ? s.count / (s.count - 1) : 1;
-      for (let c = 0; c < bn.channels; c++) out[bn.offset + bn.channels + c] = variance[c] * unbias;
+      for (let c = bn.offset + bn.channels; c < bn.offset + 2 * bn.channels; c++) out[c] = out[c] * unbias;
     }
     return out;
   }

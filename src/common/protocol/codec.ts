@@ -134,11 +134,13 @@ function canonicalJson(value: unknown): string {
 }
 
 /**
- * Short fingerprint of a float vector's exact bytes, compared across ranks:
- * the first 16 hex digits (64 bits) of their SHA-256. Replicas pass the
- * concatenation of weights and momentum (and, at snapshots, the running
- * statistics); see ReplicaState.
+ * Short fingerprint of float vectors' exact bytes, compared across ranks: the
+ * first 16 hex digits (64 bits) of the SHA-256 of their concatenation, hashed
+ * part by part without making it. Replicas pass weights and momentum (and, at
+ * snapshots, the running statistics); see ReplicaState.
  */
-export function stateChecksum(values: Float32Array): string {
-  return createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex').slice(0, 16);
+export function stateChecksum(...parts: Float32Array[]): string {
+  const hash = createHash('sha256');
+  for (const p of parts) hash.update(new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
+  return hash.digest('hex').slice(0, 16);
 }

@@ -11,6 +11,8 @@ import { Rng } from '../data/rng.js';
 import type { TrainConfig } from './config.js';
 import { appendMetrics, readMetrics, type EpochMetrics } from '../io/metrics.js';
 import { checkpointFileName, loadNewestValidCheckpoint, pruneCheckpoints, writeCheckpoint } from '../io/checkpoint.js';
+import { SgdBuffers } from '../optim/sgd-buffers.js';
+import type { OptimizerState } from './step.js';
 
 /** Seeds the initial weights together with --seed; every process derives the same ones. */
 const INIT_TAG = 0x1a17;
@@ -46,6 +48,26 @@ export function modelSpecFor(cfg: TrainConfig, data: Dataset): ModelSpec {
   return buildModelSpec({
     name: cfg.model, width: cfg.width, norm: cfg.norm, numClasses: data.classes.length, inChannels: data.train.channels,
   });
+}
+
+/**
+ * The run state as the optimizer steps it, in one process: its weights and
+ * momentum move into the optimizer's buffers, and from then on `state.weights`
+ * and `state.momentum` read the buffers' current pair (so checkpoints and
+ * evaluation see every step without a copy). Assigning them throws.
+ */
+export function optimizerStateOf(state: RunState): OptimizerState {
+  const params = new SgdBuffers(state.weights, state.momentum);
+  Object.defineProperties(state, {
+    weights: { get: () => params.weights, enumerable: true, configurable: true },
+    momentum: { get: () => params.momentum, enumerable: true, configurable: true },
+  });
+  return {
+    params,
+    runningStats: state.runningStats,
+    get step() { return state.step; },
+    set step(value: number) { state.step = value; },
+  };
 }
 
 export function freshState(cfg: TrainConfig, spec: ModelSpec): RunState {

@@ -15,7 +15,7 @@ import type { TrainConfig } from './config.js';
 import { throwIfInjected } from './faults.js';
 import type { EpochMetrics } from '../io/metrics.js';
 import type { ProgressStream } from '../io/progress.js';
-import type { RunState } from './run-state.js';
+import { optimizerStateOf, type RunState } from './run-state.js';
 import { prepareRun, type PreparedRun } from './run-setup.js';
 import { addToEpoch } from './run-outputs.js';
 import { BadSteps, TrainStep } from './step.js';
@@ -45,7 +45,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads, seed: cfg.seed, ...NORMALIZE });
   const t: Trainer = {
     cfg, run, loader, io, badSteps: new BadSteps(cfg.maxBadSteps),
-    step: new TrainStep(replica, state, {
+    step: new TrainStep(replica, optimizerStateOf(state), {
       hyper: { momentum: cfg.momentum, weightDecay: cfg.weightDecay },
       hooks: { afterBackward: () => throwIfInjected(0, state.step + 1) },
     }),

@@ -7,13 +7,18 @@
 //
 // Everything after the exchange runs on the host over flat Float32Arrays from
 // bytes every rank shares, so every replica takes the same step bit for bit.
-import { sgdStep, updateRunningStats, type SgdHyper } from '../optim/sgd.js';
-import type { Batch, GradientResult, Replica } from '../model/replica.js';
+// The host's share is kept to one pass over the parameters per job: the
+// gradient comes back in one read, the finite check of the sum is part of the
+// SGD pass (sgd-buffers.ts), which writes into spare buffers instead of
+// copying the old ones for the undo, and the weights go up once.
+import { updateRunningStats, type SgdHyper } from '../optim/sgd.js';
+import type { SgdBuffers } from '../optim/sgd-buffers.js';
+import type { Batch, Replica } from '../model/replica.js';
 
-/** What a step changes. RunState (one process) and a worker's ReplicaState are both one. */
+/** What a step changes. A single process's run state and a worker's ReplicaState are both one. */
 export interface OptimizerState {
-  readonly weights: Float32Array;
-  readonly momentum: Float32Array;
+  /** Weights and momentum (double-buffered) and the step's gradient. */
+  readonly params: SgdBuffers;
   readonly runningStats: Float32Array;
   /** Steps taken; step 0 starts the momentum buffer. */
   step: number;
@@ -58,22 +63,24 @@ export interface StepReport {
   localNonFinite: boolean;
   /** The summed gradient was not finite, so the step changed nothing (on every rank alike). */
   skipped: boolean;
-  /** Milliseconds: forward+backward, the exchange, and the whole step (update and upload included). */
+  /** Milliseconds: forward+backward with the gradient read, the exchange, and the whole step (update and upload included). */
   gradMs: number;
+  /** Milliseconds of forward and backward alone: stepMs - reduceMs - backwardMs is the host's share of the step. */
+  backwardMs: number;
   reduceMs: number;
   stepMs: number;
 }
 
 export class TrainStep {
-  /** This rank's gradient, then, after the exchange, the sum over the ranks. Reused every step. */
-  readonly grad: Float32Array;
-
   constructor(
     private readonly replica: Pick<Replica, 'computeGradients' | 'setWeights'>,
     private readonly state: OptimizerState,
     private readonly setup: StepSetup,
-  ) {
-    this.grad = new Float32Array(state.weights.length);
+  ) {}
+
+  /** This rank's gradient, then, after the exchange, the sum over the ranks. Reused every step. */
+  get grad(): Float32Array {
+    return this.state.params.grad;
   }
 
   /** One step on `batch`, this rank's part of a global batch of `globalBatch` images, at learning rate `lr`. */
@@ -86,8 +93,9 @@ export class TrainStep {
     // sum over the ranks is the gradient of the global batch's mean loss.
     const res = this.replica.computeGradients(batch, 1 / globalBatch, grad);
     hooks?.afterBackward?.(grad);
-    // Checked before the exchange, so that the run can name the rank whose own gradient was bad.
-    const localNonFinite = !allFinite(grad);
+    // Checked before the exchange, so that the run can name the rank whose own
+    // gradient was bad; alone, a rank's gradient is the sum, checked below.
+    const localNonFinite = exchange === undefined ? null : !state.params.gradFinite();
     const reduceStart = performance.now();
 
     // Sum over the ranks: the only point where ranks wait for each other.
@@ -97,25 +105,20 @@ export class TrainStep {
 
     // Every rank holds the same sum, so every rank decides alike: a non-finite
     // sum skips the update everywhere, and the replicas stay equal.
-    const skipped = !allFinite(grad);
-    if (!skipped) this.update(res, lr);
+    // torch.optim.SGD with momentum and weight decay; a skipped first step
+    // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
+    const skipped = !state.params.step({ lr, ...this.setup.hyper }, state.step === 0);
+    if (!skipped) {
+      // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
+      if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
+      // The next forward pass reads the device copy.
+      this.replica.setWeights(state.params.weights);
+    }
     state.step++;
     return {
-      lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite, skipped,
-      gradMs: reduceStart - start, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
+      lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: localNonFinite ?? skipped, skipped,
+      gradMs: reduceStart - start, backwardMs: res.backwardMs, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
     };
-  }
-
-  /** The update from the summed gradient (a staged per-bucket SGD would go here, committed once every bucket is finite). */
-  private update(res: GradientResult, lr: number): void {
-    const { grad, state } = this;
-    // torch.optim.SGD with momentum and weight decay. A skipped first step
-    // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
-    sgdStep(state.weights, grad, state.momentum, { lr, ...this.setup.hyper }, state.step === 0);
-    // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
-    if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
-    // The next forward pass reads the device copy.
-    this.replica.setWeights(state.weights);
   }
 }
 
@@ -136,9 +139,4 @@ export class BadSteps {
     return new Error(`${this.inARow} consecutive steps had non-finite gradients (--max-bad-steps ${this.limit}); ` +
       `checkpoint written at step ${step}: lower --lr or check the data, then --resume`);
   }
-}
-
-function allFinite(values: Float32Array): boolean {
-  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
-  return true;
 }

@@ -1,0 +1,76 @@
+// How a replica's parameters cross between the host's flat vector and the
+// device's per-parameter tensors, chosen per backend for what each transfer
+// costs there:
+//
+//  - 'one-tensor' (tensorflow, and so the GPU): the weights go up as one
+//    tensor and are split on the device; the gradients are concatenated on
+//    the device and come back in one read. Each tfjs-node upload is its own
+//    host-to-device copy and each read a device sync plus a copy, so 161 of
+//    each per ResNet50 step would cost more than the bytes they move.
+//  - 'per-tensor' (wasm, cpu): the device *is* host memory, a concatenation
+//    would be one more pass over every byte, and a wasm upload copies into the
+//    wasm heap at once. On wasm the gradients are read straight out of its
+//    heap: dataSync would first copy each into a fresh array. One pass per
+//    direction is the least either can do.
+//
+// test/tfjs-node-conformance.test.ts runs the 'one-tensor' path on the cpu
+// backend, so its kernels are checked against tfjs-node's.
+import * as tf from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type { ModelSpec } from './spec.js';
+
+export type TransferMode = 'one-tensor' | 'per-tensor';
+
+export function transferModeFor(backend: string): TransferMode {
+  return backend === 'tensorflow' ? 'one-tensor' : 'per-tensor';
+}
+
+/** The device tensors of `weights`, one per parameter of `spec`; the caller owns them. */
+export function uploadParams(spec: ModelSpec, weights: Float32Array, mode: TransferMode): tf.Tensor[] {
+  if (mode === 'one-tensor') {
+    return tf.tidy(() => {
+      // tfjs-node copies the values into a TF tensor the first time an op uses
+      // them and wasm into its heap at once; split uses them at once, so the
+      // optimizer may reuse `weights`. The cpu backend's split would share them.
+      const all = tf.tensor1d(tf.getBackend() === 'cpu' ? weights.slice() : weights);
+      return tf.split(all, spec.params.map((p) => p.size)).map((t, i) => tf.reshape(t, spec.params[i].shape));
+    });
+  }
+  // A subarray where the backend copies at once (wasm, into its heap). The
+  // cpu backend keeps the very array it is given, and tfjs-node reads it only
+  // when an op first uses the tensor, while the optimizer reuses ours.
+  const copies = tf.getBackend() === 'wasm';
+  return spec.params.map((p) => {
+    const values = copies ? weights.subarray(p.offset, p.offset + p.size) : weights.slice(p.offset, p.offset + p.size);
+    return tf.tensor(values, p.shape, 'float32');
+  });
+}
+
+/** Writes the gradient tensors, one per parameter of `spec`, into the flat vector `out`. */
+export function readGradients(spec: ModelSpec, grads: tf.Tensor[], out: Float32Array, mode: TransferMode): void {
+  if (mode === 'one-tensor') {
+    const flat = tf.tidy(() => tf.concat(grads.map((g) => tf.reshape(g, [-1]))));
+    try {
+      out.set(flat.dataSync() as Float32Array);
+    } finally {
+      flat.dispose();
+    }
+    return;
+  }
+  spec.params.forEach((p, i) => out.set(wasmHeapView(grads[i]) ?? (grads[i].dataSync() as Float32Array), p.offset));
+}
+
+/**
+ * A float32 tensor's values where the wasm backend keeps them, valid until
+ * the next op (which may grow the heap); null on any other backend. Reads
+ * the backend's public fields, as its own kernels do.
+ */
+function wasmHeapView(t: tf.Tensor): Float32Array | null {
+  if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as Partial<BackendWasm>;
+  const data = backend.dataIdMap?.get(t.dataId);
+  // Emscripten's heap view; the package's types leave the Emscripten module untyped here.
+  const heap = (backend.wasm as { HEAPU8?: Uint8Array } | undefined)?.HEAPU8;
+  if (data === undefined || heap === undefined) return null;
+  return new Float32Array(heap.buffer, heap.byteOffset + data.memoryOffset, t.size);
+}
