@@ -69,6 +69,7 @@ const CASES: Case[] = [
   { name: 'bench-train', run: (a) => script('bench-train.js', a), bad: ['--batch', '0'], flag: '--batch' },
   { name: 'bench-host-overhead', run: (a) => script('bench-host-overhead.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model', '--backend'] },
   { name: 'build-sgd-kernel', run: (a) => script('build-sgd-kernel.js', a), bad: ['--bogus'], flag: '--bogus', message: /unknown option '--bogus'/ },
+  { name: 'build-wire-kernel', run: (a) => script('build-wire-kernel.js', a), bad: ['--bogus'], flag: '--bogus', message: /unknown option '--bogus'/ },
   { name: 'gpu-smoke', run: (a) => script('gpu-smoke.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model'] },
   { name: 'cost-model', run: (a) => script('cost-model.js', a), bad: ['--params', '1.5'], flag: '--params' },
   { name: 'scale-test', run: (a) => script('scale-test.js', a), bad: ['--workers', '1,0'], flag: '--workers', lists: ['--model', '--dataset', '--backend'] },
@@ -150,6 +151,33 @@ describe('coordinator', () => {
     const r = await bin('coordinator/cli.js', ['--workers', '2', '--backend', 'tensorflow', '--local-mode', 'thread']);
     expectUsageError(r, 'coordinator', /--local-mode thread cannot run --backend tensorflow: its native binding is unsafe in worker threads/);
     expect(r.stderr).toMatch(/use --local-mode process, the default for tensorflow/);
+  });
+
+  test('thread mode with --backend auto is refused when a tensorflow package is installed: auto would pick it', async () => {
+    // A stand-in package on NODE_PATH, which require.resolve consults like node_modules. Its
+    // index.js throws: the refusal must come from resolving it, without loading it.
+    const modules = makeTempDir('cli-help-fake-tfjs-node');
+    const pkg = path.join(modules, '@tensorflow', 'tfjs-node');
+    fs.mkdirSync(pkg, { recursive: true });
+    fs.writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: '@tensorflow/tfjs-node', version: '4.22.0', main: 'index.js' }));
+    fs.writeFileSync(path.join(pkg, 'index.js'), "throw new Error('the stand-in @tensorflow/tfjs-node was loaded');\n");
+    try {
+      const r = await bin('coordinator/cli.js', ['--workers', '2', '--local-mode', 'thread'], { NODE_PATH: modules });
+      expectUsageError(r, 'coordinator', '--local-mode thread with --backend auto: auto would pick the native tensorflow backend ' +
+        '(@tensorflow/tfjs-node is installed), whose binding is unsafe in worker threads; use --local-mode process (the default here), or --backend wasm');
+      // Naming a backend threads can run is the way out.
+      const wasm = await bin('coordinator/cli.js', ['--workers', '2', '--local-mode', 'thread', '--backend', 'wasm', '--first-step-timeout', '-1'], { NODE_PATH: modules });
+      expectUsageError(wasm, 'coordinator', /--first-step-timeout/);
+    } finally {
+      fs.rmSync(modules, { recursive: true, force: true });
+    }
+  });
+
+  test('--first-step-timeout takes seconds >= 0', async () => {
+    for (const bad of ['-1', 'ten', '']) {
+      expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--first-step-timeout', bad]), 'coordinator',
+        new RegExp(`'--first-step-timeout <seconds>' argument '${bad}' is invalid\\. expected a number >= 0, got "${bad}"`));
+    }
   });
 
   test('--gpus takes GPU UUIDs and MIG ids, indexes into an inherited CUDA_VISIBLE_DEVICES, and refuses more workers than GPUs', async () => {
