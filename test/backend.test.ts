@@ -6,8 +6,10 @@ import {
   backendName,
   checkNodeForTensorflow,
   describeBackend,
+  describeTensorflow,
   initBackend,
   loadTensorflowPackage,
+  TENSORFLOW_CUDA_LIBRARIES,
   type TensorflowLoader,
   wasmUsesSimd,
 } from '../src/common/backend/backend.js';
@@ -124,8 +126,15 @@ describe('initBackend', () => {
 const GPU = '@tensorflow/tfjs-node-gpu';
 const CPU = '@tensorflow/tfjs-node';
 
-/** A stand-in for the native packages: which are installed, and what loading each does. */
-function fakeLoader(nodeVersion: string, packages: Record<string, () => void>, calls: string[] = []): TensorflowLoader {
+/**
+ * A stand-in for the native packages: which are installed, and what loading
+ * each does; the GPU package runs on a GPU unless `device` says otherwise
+ * (`usesGpu` is what the loaded backend's isUsingGpuDevice says).
+ */
+function fakeLoader(
+  nodeVersion: string, packages: Record<string, () => void>, calls: string[] = [],
+  device: { usesGpu?: boolean | null; env?: TensorflowLoader['env'] } = {},
+): TensorflowLoader {
   return {
     nodeVersion,
     installed: (pkg) => pkg in packages,
@@ -134,6 +143,11 @@ function fakeLoader(nodeVersion: string, packages: Record<string, () => void>, c
       packages[pkg]!();
     },
     registered: () => true,
+    usesGpu: () => {
+      calls.push('usesGpu');
+      return device.usesGpu === undefined ? true : device.usesGpu;
+    },
+    env: device.env ?? {},
   };
 }
 
@@ -156,7 +170,7 @@ describe('loading the "tensorflow" packages', () => {
   });
 
   it('prefers the GPU package, and keeps its load error when the CPU package stands in', async () => {
-    expect(await loadTensorflowPackage(fakeLoader('22.12.0', { [GPU]: () => {}, [CPU]: () => {} }))).toEqual({ pkg: GPU, skipped: [] });
+    expect(await loadTensorflowPackage(fakeLoader('22.12.0', { [GPU]: () => {}, [CPU]: () => {} }))).toEqual({ pkg: GPU, skipped: [], device: 'gpu' });
     const calls: string[] = [];
     const loaded = await loadTensorflowPackage(fakeLoader('20.20.2', { [GPU]: missingCuda, [CPU]: () => {} }, calls));
     expect(calls).toEqual([GPU, CPU]);
@@ -183,5 +197,62 @@ describe('loading the "tensorflow" packages', () => {
 
   it('with neither installed, says how to install one', async () => {
     await expect(loadTensorflowPackage(fakeLoader('20.20.2', {}))).rejects.toThrow(/needs @tensorflow\/tfjs-node-gpu .*npm install @tensorflow\/tfjs-node-gpu/);
+  });
+});
+
+describe('the GPU package on the CPU', () => {
+  const both = { [GPU]: () => {}, [CPU]: () => {} };
+
+  it('is fine when TensorFlow uses a GPU device, and says so', async () => {
+    const loaded = await loadTensorflowPackage(fakeLoader('22.12.0', both, [], { usesGpu: true, env: { CUDA_VISIBLE_DEVICES: '0' } }));
+    expect(loaded).toEqual({ pkg: GPU, skipped: [], device: 'gpu' });
+    expect(describeTensorflow(loaded)).toBe(`tensorflow (${GPU}, on the GPU)`);
+  });
+
+  it('is an error when TensorFlow found no GPU: it names every CUDA library it needs and the fixes, and does not try the CPU package', async () => {
+    const calls: string[] = [];
+    const err = await loadTensorflowPackage(fakeLoader('22.12.0', both, calls, { usesGpu: false, env: { LD_LIBRARY_PATH: '/usr/local/cuda/lib64' } }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendUnavailableError);
+    const message = (err as Error).message;
+    expect(message).toMatch(new RegExp(`^backend "tensorflow": ${GPU} loaded, but TensorFlow found no GPU and would run on the CPU\\.`));
+    expect(TENSORFLOW_CUDA_LIBRARIES).toEqual([
+      'libcudart.so.11.0', 'libcublas.so.11', 'libcublasLt.so.11', 'libcufft.so.10', 'libcurand.so.10', 'libcusolver.so.11', 'libcusparse.so.11', 'libcudnn.so.8',
+    ]);
+    for (const lib of TENSORFLOW_CUDA_LIBRARIES) expect(message).toContain(lib);
+    expect(message).toContain('LD_LIBRARY_PATH=/usr/local/cuda/lib64');
+    expect(message).toMatch(/Install CUDA 11\.x .*cuDNN 8\.1 or later .*LD_LIBRARY_PATH/);
+    expect(message).toMatch(/--backend wasm/);
+    expect(message).toMatch(/CUDA_VISIBLE_DEVICES=-1/);
+    expect(message).not.toContain('\n');
+    // The GPU package's libtensorflow is loaded by now: loading the CPU package's too would conflict.
+    expect(calls).toEqual([GPU, 'usesGpu']);
+  });
+
+  it('is what was asked for when CUDA_VISIBLE_DEVICES hides every GPU, and describeBackend says it runs on the CPU', async () => {
+    for (const hidden of ['-1', '', 'NoDevFiles']) {
+      const loaded = await loadTensorflowPackage(fakeLoader('22.12.0', both, [], { usesGpu: false, env: { CUDA_VISIBLE_DEVICES: hidden } }));
+      expect(loaded).toEqual({ pkg: GPU, skipped: [], device: 'cpu', deviceNote: `CUDA_VISIBLE_DEVICES=${hidden} hides every GPU` });
+      expect(describeTensorflow(loaded)).toBe(`tensorflow (${GPU}, on the CPU: CUDA_VISIBLE_DEVICES=${hidden} hides every GPU)`);
+    }
+    // A GPU named but not found is not a request for the CPU.
+    await expect(loadTensorflowPackage(fakeLoader('22.12.0', both, [], { usesGpu: false, env: { CUDA_VISIBLE_DEVICES: '3' } })))
+      .rejects.toThrow(/found no GPU and would run on the CPU/);
+  });
+
+  it('is not checked for the CPU package, nor when the backend does not say', async () => {
+    const calls: string[] = [];
+    const cpu = await loadTensorflowPackage(fakeLoader('22.12.0', { [CPU]: () => {} }, calls, { usesGpu: false }));
+    expect(cpu).toEqual({ pkg: CPU, skipped: [] });
+    expect(calls).toEqual([CPU]);
+    expect(describeTensorflow(cpu)).toBe(`tensorflow (${CPU})`);
+    const unknown = await loadTensorflowPackage(fakeLoader('22.12.0', both, [], { usesGpu: null }));
+    expect(unknown).toEqual({ pkg: GPU, skipped: [], device: null });
+    expect(describeTensorflow(unknown)).toBe(`tensorflow (${GPU})`);
+  });
+
+  it('keeps the GPU package\'s load error in the line of the CPU package that stands in', () => {
+    expect(describeTensorflow({ pkg: CPU, skipped: [`${GPU} is installed but failed to load: libcudart.so.11.0: cannot open shared object file`] }))
+      .toBe(`tensorflow (${CPU}; ${GPU} is installed but failed to load: libcudart.so.11.0: cannot open shared object file)`);
   });
 });

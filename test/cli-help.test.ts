@@ -165,9 +165,13 @@ describe('coordinator', () => {
       const r = await bin('coordinator/cli.js', ['--workers', '2', '--local-mode', 'thread'], { NODE_PATH: modules });
       expectUsageError(r, 'coordinator', '--local-mode thread with --backend auto: auto would pick the native tensorflow backend ' +
         '(@tensorflow/tfjs-node is installed), whose binding is unsafe in worker threads; use --local-mode process (the default here), or --backend wasm');
-      // Naming a backend threads can run is the way out.
-      const wasm = await bin('coordinator/cli.js', ['--workers', '2', '--local-mode', 'thread', '--backend', 'wasm', '--first-step-timeout', '-1'], { NODE_PATH: modules });
-      expectUsageError(wasm, 'coordinator', /--first-step-timeout/);
+      // Naming a backend threads can run is the way out: the run starts, and stops only at the missing dataset (exit 1).
+      const wasm = await bin('coordinator/cli.js', [
+        '--workers', '2', '--local-mode', 'thread', '--backend', 'wasm', '--dataset', 'cifar10', '--data-dir', '/nonexistent', '--no-download',
+      ], { NODE_PATH: modules });
+      expect(wasm.code, wasm.stderr).toBe(1);
+      expect(wasm.stderr).toMatch(/^coordinator: error: .*\/nonexistent/);
+      expect(wasm.stderr).not.toMatch(/local-mode|stand-in/);
     } finally {
       fs.rmSync(modules, { recursive: true, force: true });
     }

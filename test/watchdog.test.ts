@@ -3,7 +3,7 @@
 // it gives up on, when, and what the connection then says.
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import type { ControlConnection } from '../src/common/protocol/index.js';
-import { Watchdog } from '../src/coordinator/watchdog.js';
+import { Watchdog, type WatchdogOptions } from '../src/coordinator/watchdog.js';
 import { controlPair, type ControlPair } from './helpers/control-pair.js';
 
 const TIMEOUT_MS = 5000;
@@ -22,8 +22,8 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-function watch(members: () => ControlConnection[], timeoutMs = TIMEOUT_MS): Watchdog {
-  const w = new Watchdog(members, timeoutMs);
+function watch(members: () => ControlConnection[], timeoutMs = TIMEOUT_MS, options?: WatchdogOptions): Watchdog {
+  const w = new Watchdog(members, timeoutMs, options);
   watchdogs.push(w);
   return w;
 }
@@ -45,13 +45,45 @@ describe('Watchdog', () => {
     expect(pair.coordinator.failedWith).toBeNull();
     vi.advanceTimersByTime(CHECK_EVERY_MS);
     const failure = pair.coordinator.failedWith;
-    expect(failure?.message).toMatch(/^rank 1: sent nothing for 605\.\d s \(--worker-timeout 5 s plus .*\): hung, stopped or cut off$/);
+    // It names the allowance it applied, and gives no GPU advice to a run that is not on tensorflow.
+    expect(failure?.message).toMatch(new RegExp('^rank 1: sent nothing for 605\\.\\d s \\(--worker-timeout 5 s plus the first-step allowance, 600 s ' +
+      '\\(--first-step-timeout\\), as no step has been measured yet\\): hung, stopped or cut off, or still starting$'));
 
     // Whatever the run was waiting for from it fails with that message, and the socket is dropped
     // without a closing handshake, as for a crash.
     expect(await pending).toBe(failure);
     await pair.worker.closed;
     expect(pair.worker.closeCode).toBe(1006);
+  });
+
+  test('--first-step-timeout sets the allowance before the first step, and the message states it', async () => {
+    const pair = await controlPair('rank 0');
+    const silentSince = pair.coordinator.lastHeard;
+    watch(() => [pair.coordinator], 2000, { firstStepAllowanceMs: 3000, backend: 'wasm' });
+    vi.advanceTimersByTime(silentSince + 2000 + 3000 - Date.now());
+    expect(pair.coordinator.failedWith).toBeNull();
+    vi.advanceTimersByTime(CHECK_EVERY_MS);
+    const message = pair.coordinator.failedWith?.message;
+    expect(message).toMatch(/^rank 0: sent nothing for 5\.\d s \(--worker-timeout 2 s plus the first-step allowance, 3 s \(--first-step-timeout\)/);
+    expect(message).not.toMatch(/twice the longest step|CUDA_CACHE_PATH/);
+  });
+
+  test.each(['tensorflow', 'auto'] as const)('on backend %s, giving up before the first step advises on PTX compilation and the CUDA cache', async (backend) => {
+    const pair = await controlPair('rank 1');
+    watch(() => [pair.coordinator], 1000, { firstStepAllowanceMs: 2000, backend });
+    vi.advanceTimersByTime(3000 + CHECK_EVERY_MS);
+    const message = pair.coordinator.failedWith?.message ?? '';
+    expect(message).toMatch(/plus the first-step allowance, 2 s \(--first-step-timeout\)/);
+    expect(message).toMatch(/on A100\/H100\/H200 GPUs TensorFlow 2\.9 compiles its kernels from PTX for minutes on first start: raise --first-step-timeout/);
+    expect(message).toMatch(/set CUDA_CACHE_PATH to a persistent directory and CUDA_CACHE_MAXSIZE=4294967296/);
+  });
+
+  test('once a step is measured, the PTX advice is gone: the step allowance applies', async () => {
+    const pair = await controlPair('rank 1');
+    const dog = watch(() => [pair.coordinator], 1000, { firstStepAllowanceMs: 60_000, backend: 'tensorflow' });
+    dog.noteStep(500);
+    vi.advanceTimersByTime(2000 + CHECK_EVERY_MS);
+    expect(pair.coordinator.failedWith?.message).toMatch(/^rank 1: sent nothing for 2\.\d s \(--worker-timeout 1 s plus twice the longest step, 1\.0 s\): hung, stopped or cut off$/);
   });
 
   test('once steps are measured, the allowance is the timeout plus twice the longest step, counted from the last heartbeat', async () => {

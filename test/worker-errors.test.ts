@@ -3,7 +3,10 @@
 // same step the run ends with that error (resuming would fail again, so no
 // --resume advice); when only some do, the group shrinks and the run goes on.
 // The single-process trainer shows the real error too. TFJS_DDP_THROW_AT
-// makes a step throw. Real processes: needs the build (npx tsc -p .).
+// makes a step throw. A local worker process that dies before its first
+// step without a word to the coordinator (TFJS_DDP_EXIT_AT_START, as a
+// CUDA start-up crash) ends the run with its exit status and its last stderr
+// lines, not a shrink. Real processes: needs the build (npx tsc -p .).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +14,7 @@ import { describe, expect, test } from 'vitest';
 import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import type { HostPort } from '../src/common/protocol/index.js';
-import { THROW_FAULT_ENV } from '../src/common/training/faults.js';
+import { EXIT_AT_START_CODE, EXIT_AT_START_FAULT_ENV, THROW_FAULT_ENV } from '../src/common/training/faults.js';
 import { startCli } from './helpers/node-process.js';
 
 const TOKEN = 'worker-errors-7c2e';
@@ -90,5 +93,30 @@ describe('a step that throws', () => {
     expect(code).toBe(1);
     expect(stderr.trim()).toBe(`coordinator: error: injected failure at step 2 (${THROW_FAULT_ENV})`);
     expect(output).not.toMatch(/Unexpected message from Worker|Float32Array|\n\s+at /);
+  }, 120_000);
+});
+
+describe('a local worker process that crashes at start-up', () => {
+  // Two workers: the crash must not shrink the run onto the survivor. One: its lost socket must not end the
+  // run as "every worker was lost ... --resume" before its exit is heard.
+  test.each([
+    { workers: 2, rank: 1 },
+    { workers: 1, rank: 0 },
+  ])('of $workers ends the run with its exit code and its stderr, prefixed with its rank: exit 1, no --resume', async ({ workers, rank }) => {
+    const { code, output, stderr } = await runCoordinatorCli(
+      ['--workers', String(workers), '--local-mode', 'process', '--port', '0', '--dashboard', 'false', ...tiny(96)],
+      { [EXIT_AT_START_FAULT_ENV]: String(rank) },
+    );
+    expect(code).toBe(1);
+    const crash = `injected start-up crash of rank ${rank} \\(${EXIT_AT_START_FAULT_ENV}\\)`;
+    expect(stderr).toMatch(new RegExp(
+      `^coordinator: error: run aborted: rank ${rank} \\(local worker process [01]\\) exited with code ${EXIT_AT_START_CODE} before the run's first step: ` +
+        `a worker that cannot start would fail the same way again, so the run stops instead of going on without it; its last lines on stderr:\\n` +
+        `  rank ${rank}: ${crash}\\n$`,
+    ));
+    expect(stderr).not.toMatch(/--resume|every worker was lost/);
+    // The line was passed on as it came, too, named with the process and its rank.
+    expect(output).toMatch(new RegExp(`local worker process [01] \\(rank ${rank}\\): ${crash}`));
+    expect(output).not.toMatch(/epoches: 1/);
   }, 120_000);
 });

@@ -16,7 +16,8 @@ import { runCoordinator } from './coordinator.js';
 import { WORKER_LOSS_POLICIES } from './membership.js';
 import { TOKEN_ENV } from './admission.js';
 import { assignGpus, GPU_ID_HELP, GpuAssignmentError, isGpuId } from './gpu-assignment.js';
-import { defaultLocalMode } from './local-workers.js';
+import { defaultLocalMode, threadModeRefusal } from './local-workers.js';
+import { DEFAULT_FIRST_STEP_ALLOWANCE_MS } from './watchdog.js';
 
 const DEFAULT_PORT = 29500;
 
@@ -40,6 +41,9 @@ const program = addTrainOptions(
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
     .addOption(new Option('--dashboard <on>', 'serve the live dashboard at http://host:port/').choices(['true', 'false']).default('true'))
     .addOption(new Option('--worker-timeout <seconds>', 'a worker that sends nothing for this long (plus twice the longest step) is lost').default(30).argParser(numberFlag(0, true)))
+    .addOption(new Option('--first-step-timeout <seconds>', 'until a step has been measured, how long a silent worker is allowed on top of --worker-timeout ' +
+      '(backend start-up, kernel compilation: raise it for TensorFlow on A100/H100/H200, which compiles PTX for minutes on first start)')
+      .default(DEFAULT_FIRST_STEP_ALLOWANCE_MS / 1000).argParser(numberFlag(0)))
     .addOption(new Option('--on-worker-loss <policy>', 'when a worker is lost: shrink (go on with the survivors), wait (for a replacement worker), abort (checkpoint, exit 1)')
       .choices([...WORKER_LOSS_POLICIES]).default('shrink'))
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https:// (workers connect with wss://host:port --ca <file>)')
@@ -62,10 +66,8 @@ await runMain('coordinator', async () => {
   }
   const requestedGpus: string[] | undefined = opts.gpus;
   if (requestedGpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
-  if (opts.backend === 'tensorflow' && opts.localMode === 'thread') {
-    throw new UsageError('--local-mode thread cannot run --backend tensorflow: its native binding is unsafe in worker threads ' +
-      '(and picks its GPU only when the process starts); use --local-mode process, the default for tensorflow');
-  }
+  const threadRefusal = opts.localMode === 'thread' ? threadModeRefusal(opts.backend) : null;
+  if (threadRefusal !== null) throw new UsageError(threadRefusal);
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together: pass both, or neither');
   const tls = opts.tlsCert ? readTlsFiles(opts.tlsCert, opts.tlsKey) : undefined;
   const cfg = configFromOptions(opts);
@@ -81,7 +83,8 @@ await runMain('coordinator', async () => {
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
     allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
-    localMode, gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
+    localMode, gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout,
+    firstStepTimeoutMs: 1000 * opts.firstStepTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
   });
   const best = result.history.reduce((b, m) => (m.test_acc > b ? m.test_acc : b), 0);
   for (const c of result.groupChanges) console.log(`group change at step ${c.step}: ${c.from} -> ${c.to} workers${c.lost.length > 0 ? ` (lost ${c.lost.join(', ')})` : ''}`);

@@ -25,7 +25,7 @@ import { RunFeed } from './dashboard/run-feed.js';
 import type { TlsFiles } from './dashboard/http-server.js';
 import { defaultLocalMode, LocalWorkers, type LocalMode } from './local-workers.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
-import { Membership, type WorkerLossPolicy } from './membership.js';
+import { Membership, WorkersLostError, type WorkerLossPolicy } from './membership.js';
 import { trainingLoop, type LoopResult } from './training-loop.js';
 
 export type { StepBreakdown } from './training-loop.js';
@@ -62,6 +62,11 @@ export interface CoordinatorOptions {
   onWorkerLoss?: WorkerLossPolicy;
   /** A worker is lost when it sends nothing for this long (plus twice the longest step); default 30 s. */
   workerTimeoutMs?: number;
+  /**
+   * Until a step has been measured, what the watchdog allows on top of
+   * workerTimeoutMs (backend start-up, kernel compilation, the first step); default 10 min.
+   */
+  firstStepTimeoutMs?: number;
   /** How long a new connection may take to send its hello (default 30 s); slower ones are dropped. */
   helloTimeoutMs?: number;
   /** Serve the live dashboard on the control port (default true). */
@@ -106,6 +111,12 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     })
     : null;
   const workerTimeoutMs = options.workerTimeoutMs ?? 30_000;
+  // A local worker that fails before the first committed step ends the run with its own message (local-workers.ts).
+  const watched = <T>(work: Promise<T>): Promise<T> => {
+    if (!local) return work;
+    work.catch(() => {}); // when the start-up failure wins the race, this one's rejection comes later and is not news
+    return Promise.race([work, local.startupFailure]);
+  };
   const setup: GroupSetup = {
     cfg, allreduce, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))), hubHost: address.host,
     ...dataset, log, feed,
@@ -113,23 +124,30 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   let membership: Membership | null = null;
   let watchdog: Watchdog | null = null;
   try {
-    const first = await (local ? Promise.race([lobby.full, local.failed]) : lobby.full);
+    const first = await watched(lobby.full);
     feed?.ranksAssigned(first.flatMap((m) => (m.view ? [m.view] : [])));
     membership = new Membership(Group.unformed(first), state, {
       setup, lobby, policy: options.onWorkerLoss ?? 'shrink', target: worldSize, checkpoint: () => saveCheckpoint(cfg, spec, state),
     });
     const members = membership;
     lobby.started(() => worldSize - members.group.size - lobby.spares);
-    watchdog = new Watchdog(() => members.members.map((m) => m.conn), workerTimeoutMs);
-    await formFirstGroup(members, first, state, setup);
-
-    const run = await trainingLoop(cfg, state, membership, {
-      outputs, testCount: data.test.count, checksumEvery, log, progressStream: options.progressStream, feed, watchdog,
+    watchdog = new Watchdog(() => members.members.map((m) => m.conn), workerTimeoutMs, {
+      firstStepAllowanceMs: options.firstStepTimeoutMs, backend: options.localBackend ?? cfg.backend,
     });
+    await watched(formFirstGroup(members, first, state, setup));
+
+    const run = await watched(trainingLoop(cfg, state, membership, {
+      outputs, testCount: data.test.count, checksumEvery, log, progressStream: options.progressStream, feed, watchdog,
+      onCommit: () => local?.startupDone(),
+    }));
     await sayDone(membership, log);
     feed?.finished('finished');
     return { ...run, state, config: cfg, groupChanges: membership.changes };
-  } catch (err) {
+  } catch (caught) {
+    let err = caught;
+    // A crashed local worker's socket closes a moment before its exit is heard: if that loss ended the
+    // run ("every worker was lost", with --resume advice), its own message is the better one.
+    if (local && err instanceof WorkersLostError) err = (await local.startupFailureWithin(2000)) ?? err;
     feed?.finished('failed', (err as Error).message);
     if (membership) throw new Error(`run aborted: ${(err as Error).message}`, { cause: err });
     throw err;

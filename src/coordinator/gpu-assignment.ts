@@ -12,31 +12,10 @@
 //   With TF_FORCE_GPU_ALLOW_GROWTH=true TensorFlow allocates as it goes, and
 //   the workers then share the GPUs round robin.
 
-export const GPU_ID_HELP = 'GPU ids like 0,1,2,3, GPU-<uuid> or MIG-<uuid>';
+import { GPU_ID_HELP, isGpuId, isGpuIndex, visibleGpus } from '../common/backend/cuda-visible-devices.js';
 
-const INDEX = /^\d+$/;
-const GPU_UUID = /^GPU-[0-9a-fA-F][0-9a-fA-F-]*$/;
-// MIG-<uuid> (drivers from R470), or MIG-GPU-<uuid>/<gpu instance>/<compute instance> (earlier ones).
-const MIG_ID = /^MIG-(?:[0-9a-fA-F][0-9a-fA-F-]*|GPU-[0-9a-fA-F][0-9a-fA-F-]*\/\d+\/\d+)$/;
-
-/** Whether `id` names one GPU the way CUDA_VISIBLE_DEVICES does. */
-export function isGpuId(id: string): boolean {
-  return INDEX.test(id) || GPU_UUID.test(id) || MIG_ID.test(id);
-}
-
-/**
- * The GPUs a CUDA_VISIBLE_DEVICES value makes visible. Like CUDA, it stops at
- * the first entry that names no GPU, so `-1`, `` and `NoDevFiles` (Slurm's
- * value when a step has none) hide them all.
- */
-export function visibleGpus(value: string): string[] {
-  const ids: string[] = [];
-  for (const entry of value.split(',').map((e) => e.trim())) {
-    if (!isGpuId(entry)) break;
-    ids.push(entry);
-  }
-  return ids;
-}
+// Re-exported: the coordinator's CLI and tests reach them through this module.
+export { GPU_ID_HELP, isGpuId, visibleGpus };
 
 export interface GpuRequest {
   /** Local worker processes to place. */
@@ -100,7 +79,7 @@ export function assignGpus(req: GpuRequest): GpuAssignment | undefined {
 
 /** An index picks that entry of the inherited list; a UUID or MIG id must be in it when the list names devices by id. */
 function withinInherited(id: string, inherited: string[], inheritedText: string): string {
-  if (INDEX.test(id)) {
+  if (isGpuIndex(id)) {
     const index = Number(id);
     if (index >= inherited.length) {
       throw new GpuAssignmentError(
@@ -109,6 +88,6 @@ function withinInherited(id: string, inherited: string[], inheritedText: string)
     }
     return inherited[index]!;
   }
-  if (inherited.some((entry) => INDEX.test(entry)) || inherited.includes(id)) return id;
+  if (inherited.some(isGpuIndex) || inherited.includes(id)) return id;
   throw new GpuAssignmentError(`--gpus ${id} is not among the GPUs of ${inheritedText}`);
 }

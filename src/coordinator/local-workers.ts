@@ -10,10 +10,17 @@
 //   loads. Process i gets GPU gpus[i % gpus.length] (gpu-assignment.ts
 //   chooses them), and TF_CPP_MIN_LOG_LEVEL=1 unless the user set it:
 //   TensorFlow's info lines would drown the progress.
+//
+// They are watched for the whole run. One that fails before the run's first
+// step is committed (a start-up crash: CUDA failing to start, a missing
+// library, an out-of-memory in step 1) ends the run with its own message
+// (`startupFailure`): the same machine would fail the same way again, so
+// going on with fewer GPUs would only hide it. One that fails later is a
+// lost worker like any other, and --on-worker-loss decides.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Piscina } from 'piscina';
-import { tensorflowInstalled } from '../common/backend/backend.js';
+import { installedTensorflowPackage, tensorflowInstalled } from '../common/backend/backend.js';
 import { resolveWorkerScript } from '../common/fs/worker-script.js';
 import type { BackendChoice } from '../common/backend/names.js';
 import type { WorkerOptions } from '../worker/worker.js';
@@ -44,20 +51,59 @@ export function defaultLocalMode(backend: BackendChoice): LocalMode {
   return backend === 'tensorflow' || (backend === 'auto' && tensorflowInstalled()) ? 'process' : 'thread';
 }
 
+/**
+ * Why local worker threads cannot run `backend`, or null when they can: the
+ * native binding of @tensorflow/tfjs-node(-gpu) is unsafe in worker threads
+ * (and picks its GPU only when the process starts). `installed`: the
+ * tensorflow package that is installed, if any (for 'auto', which picks it).
+ */
+export function threadModeRefusal(backend: BackendChoice, installed: string | null = installedTensorflowPackage()): string | null {
+  if (backend === 'tensorflow') {
+    return '--local-mode thread cannot run --backend tensorflow: its native binding is unsafe in worker threads ' +
+      '(and picks its GPU only when the process starts); use --local-mode process, the default for tensorflow';
+  }
+  if (backend === 'auto' && installed !== null) {
+    return `--local-mode thread with --backend auto: auto would pick the native tensorflow backend (${installed} is installed), ` +
+      'whose binding is unsafe in worker threads; use --local-mode process (the default here), or --backend wasm';
+  }
+  return null;
+}
+
+/** A local worker that failed before the run's first step; the message is its own (exit status, last stderr lines). */
+export class LocalStartupError extends Error {
+  override name = 'LocalStartupError';
+}
+
+/** How many of a child's last stderr lines a start-up failure quotes. */
+const STDERR_LINES_KEPT = 8;
+
 export class LocalWorkers {
   private readonly pool: Piscina | null = null;
   private readonly children: ChildProcess[] = [];
   private readonly finished: Promise<unknown>[] = [];
-  /** Rejects when a local worker fails; never resolves. */
-  readonly failed: Promise<never>;
+  private pastStartup = false;
+  private failure: LocalStartupError | null = null;
+  private readonly failureHeard = new Set<() => void>();
+  /**
+   * Rejects with a LocalStartupError when a local worker fails before
+   * startupDone() (the run's first committed step); never resolves.
+   */
+  readonly startupFailure: Promise<never>;
 
   constructor(count: number, options: LocalWorkerOptions) {
-    let fail: (err: Error) => void = () => {};
-    this.failed = new Promise<never>((_, reject) => {
-      fail = reject;
+    let reject: (err: Error) => void = () => {};
+    this.startupFailure = new Promise<never>((_, r) => {
+      reject = r;
     });
-    this.failed.catch(() => {}); // observed by whoever races it; not an unhandled rejection otherwise
+    this.startupFailure.catch(() => {}); // observed by whoever races it; not an unhandled rejection otherwise
     const { mode, gpus, log, ...worker } = options;
+    // Only the first failure counts: the others are usually its echo (the group breaking up).
+    const fail = (message: string): void => {
+      if (this.failure !== null) return;
+      this.failure = new LocalStartupError(message);
+      reject(this.failure);
+      for (const heard of this.failureHeard) heard();
+    };
     if (mode === 'thread') {
       this.pool = new Piscina({
         filename: resolveWorkerScript(import.meta.url, '../worker/thread-entry.js'),
@@ -67,7 +113,10 @@ export class LocalWorkers {
       this.pool.on('error', (err: Error) => log?.(`local worker threads: ${err.message}`));
       for (let i = 0; i < count; i++) {
         const task: WorkerOptions = { ...worker, cacheDir: null };
-        this.finished.push(this.pool.run(task).catch((err: Error) => fail(new Error(`local worker thread ${i} failed: ${err.message}`))));
+        this.finished.push(this.pool.run(task).catch((err: Error) => {
+          if (this.pastStartup) log?.(`local worker thread ${i} failed: ${err.message}`);
+          else fail(`local worker thread ${i} failed before the run's first step: ${err.message}`);
+        }));
       }
     } else {
       const cli = resolveWorkerScript(import.meta.url, '../worker/cli.js');
@@ -82,30 +131,71 @@ export class LocalWorkers {
         const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
         this.children.push(child);
         const name = `local worker process ${i}${gpu !== undefined ? ` (GPU ${gpu})` : ''}`;
-        let lastError = '';
+        const lastErrors: string[] = [];
         // Its output, a line at a time, named with its rank once it has one: its errors (stderr) say what went wrong there.
-        let rank = '';
+        let rank: string | null = null;
+        const prefix = () => `${name}${rank === null ? '' : ` (rank ${rank})`}`;
         forEachLine(child.stdout!, (line) => {
           const m = /(?:joined as|now) rank (\d+) of \d+/.exec(line);
-          if (m) rank = ` (rank ${m[1]})`;
-          log?.(`${name}${rank}: ${line}`);
+          if (m) rank = m[1]!;
+          log?.(`${prefix()}: ${line}`);
         });
         forEachLine(child.stderr!, (line) => {
-          lastError = line;
-          log?.(`${name}${rank}: ${line}`);
+          lastErrors.push(line);
+          if (lastErrors.length > STDERR_LINES_KEPT) lastErrors.shift();
+          log?.(`${prefix()}: ${line}`);
         });
         this.finished.push(new Promise<void>((resolve) => {
           child.once('error', (err) => {
-            fail(new Error(`${name} could not start: ${err.message}`));
+            fail(`${name} could not start: ${err.message}`);
             resolve();
           });
-          child.once('exit', (code, signal) => {
-            if (code !== 0) fail(new Error(`${name} exited with ${signal ?? `code ${code}`}${lastError ? `: ${lastError}` : ''}`));
+          // 'close', not 'exit': by then its last stderr lines have been read.
+          child.once('close', (code, signal) => {
             resolve();
+            if (code === 0) return;
+            const status = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+            if (this.pastStartup) {
+              log?.(`${prefix()} ${status}`);
+              return;
+            }
+            // Its rank leads, as the membership's messages name workers; every quoted line carries it too.
+            const who = rank === null ? name : `rank ${rank} (${name})`;
+            const tag = rank === null ? name : `rank ${rank}`;
+            fail(`${who} ${status} before the run's first step: a worker that cannot start would fail the same way again, ` +
+              'so the run stops instead of going on without it' +
+              (lastErrors.length > 0 ? `; its last lines on stderr:\n${lastErrors.map((l) => `  ${tag}: ${l}`).join('\n')}` : '; it wrote nothing on stderr'));
           });
         }));
       }
     }
+  }
+
+  /**
+   * The run's first step is committed: from now on a local worker that fails
+   * is a lost worker, which --on-worker-loss handles (its exit is still logged).
+   */
+  startupDone(): void {
+    this.pastStartup = true;
+  }
+
+  /**
+   * The start-up failure, waiting up to `ms` for one: a child's exit is heard
+   * a moment after its socket closed, which may already have ended the run
+   * as "every worker was lost". Null if none (or past start-up).
+   */
+  async startupFailureWithin(ms: number): Promise<LocalStartupError | null> {
+    if (this.failure !== null || this.pastStartup) return this.failure;
+    let heard: () => void = () => {};
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      heard = resolve;
+      this.failureHeard.add(heard);
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.failureHeard.delete(heard);
+    return this.failure;
   }
 
   /** Waits for the workers to finish on their own, then stops any that have not. */

@@ -44,6 +44,14 @@ export interface MembershipOptions {
   checkpoint: () => Promise<void>;
 }
 
+/**
+ * The run ends for the loss of workers that did not say why (every one of
+ * them, or one under --on-worker-loss abort); the message advises --resume.
+ */
+export class WorkersLostError extends Error {
+  override name = 'WorkersLostError';
+}
+
 export class Membership {
   private fruitless = 0;
   /** Dashboard rows of every worker lost so far, kept on show below the group. */
@@ -128,7 +136,7 @@ export class Membership {
         const peers = this.failedSinceCommit.filter((f) => f.error.message === same.message && f.error.step === same.step).map((f) => f.peer);
         throw new Error(`${joinNames(peers)} ${describePeerError(same)}`);
       }
-      throw new Error(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
+      throw new WorkersLostError(`every worker was lost by step ${step}: continue with coordinator --resume ${setup.cfg.out} (newest checkpoint)`);
     }
     this.group = Group.unformed(round.survivors);
     return round;
@@ -156,7 +164,7 @@ export class Membership {
     const { setup, lobby, policy, target } = this.o;
     if (lostSoFar.names.length > 0 && policy === 'abort') {
       await this.o.checkpoint();
-      throw new Error(`lost ${lostSoFar.names.join(', ')} (--on-worker-loss abort): checkpoint written at step ${step}; ` +
+      throw new WorkersLostError(`lost ${lostSoFar.names.join(', ')} (--on-worker-loss abort): checkpoint written at step ${step}; ` +
         `continue with coordinator --resume ${setup.cfg.out}`);
     }
     if (policy === 'wait' && survivors.length + lobby.spares < target) {

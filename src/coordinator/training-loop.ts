@@ -54,6 +54,8 @@ export interface LoopOptions {
   progressStream?: ProgressStream;
   feed: RunFeed | null;
   watchdog: Watchdog;
+  /** Called after each committed step, with the run's step count. */
+  onCommit?: (step: number) => void;
 }
 
 type StepReports = MessageOfType<'step'>[];
@@ -181,6 +183,7 @@ class EpochLoop {
     state.stepInEpoch++;
     group.broadcast({ type: 'commit', step: state.step });
     this.membership.progressed();
+    this.o.onCommit?.(state.step);
     this.timing.noteMemory(reports);
     reports.forEach((r, rank) => {
       if (r.step !== state.step) throw new Error(`rank ${rank} reported step ${r.step} where the run is at step ${state.step}`);

@@ -18,6 +18,7 @@ import type { Dataset } from '../common/data/types.js';
 import { runGroupSession, wasReported, type SessionEnd } from './group-session.js';
 import { HaltSignal, SessionInbox } from './session-inbox.js';
 import { ReplicaState } from './replica-state.js';
+import { exitIfInjectedAtStart } from '../common/training/faults.js';
 
 export { FAULT_ENV, THROW_FAULT_ENV } from './group-session.js';
 
@@ -77,6 +78,7 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       const init = await conn.expect('init');
       conn.peer = 'coordinator';
       log(`joined as rank ${init.rank} of ${init.worldSize}`);
+      exitIfInjectedAtStart(init.rank);
       await serveGroups(conn, init, options);
       return;
     } catch (err) {

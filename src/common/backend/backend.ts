@@ -12,6 +12,10 @@
 //                  need a download at install time. Version 4.22 fails on
 //                  Node 23+ (checkNodeForTensorflow); when the GPU package
 //                  fails and the CPU one loads, describeBackend says why.
+//                  When the GPU package loads but TensorFlow found no GPU
+//                  (CUDA libraries missing), that is an error, not a slow
+//                  run on the CPU; unless CUDA_VISIBLE_DEVICES hides the
+//                  GPUs on purpose (checkGpuDevice).
 //  - 'auto':       'tensorflow' if it loads, otherwise 'wasm'.
 
 import * as tf from '@tensorflow/tfjs-core';
@@ -20,6 +24,7 @@ import '@tensorflow/tfjs-layers'; // registers the gradients of all ops
 import { createRequire } from 'node:module';
 import type { BackendChoice, BackendName } from './names.js';
 import { registerWasmConvGradKernels } from './wasm-conv-grads.js';
+import { gpusHidden } from './cuda-visible-devices.js';
 
 /** A backend was asked for that cannot run here; the message says how to fix it. */
 export class BackendUnavailableError extends Error {
@@ -35,8 +40,7 @@ const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node
 const require = createRequire(import.meta.url);
 
 let current: BackendName | null = null;
-let tensorflowPackage: string | null = null;
-let tensorflowSkipped: string[] = [];
+let tensorflowLoaded: LoadedTensorflow | null = null;
 let autoFallbackReason: string | null = null;
 let wasmThreads = 0;
 
@@ -96,10 +100,21 @@ export function describeBackend(): string {
   if (name === 'wasm') {
     detail = `${wasmUsesSimd() ? 'SIMD' : 'no SIMD'}, ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'}`;
     if (autoFallbackReason !== null) detail += `; tensorflow unavailable: ${autoFallbackReason}`;
-  } else if (name === 'tensorflow') {
-    detail = [tensorflowPackage ?? '', ...tensorflowSkipped].filter((d) => d !== '').join('; ');
+  } else if (name === 'tensorflow' && tensorflowLoaded !== null) {
+    return describeTensorflow(tensorflowLoaded);
   }
   return detail === '' ? name : `${name} (${detail})`;
+}
+
+/**
+ * describeBackend's line for a loaded tensorflow package, e.g. "tensorflow
+ * (@tensorflow/tfjs-node-gpu, on the GPU)" or "tensorflow
+ * (@tensorflow/tfjs-node-gpu, on the CPU: CUDA_VISIBLE_DEVICES=-1 hides every GPU)".
+ */
+export function describeTensorflow(loaded: LoadedTensorflow): string {
+  const device = loaded.device === 'gpu' ? 'on the GPU' : loaded.device === 'cpu' ? `on the CPU: ${loaded.deviceNote}` : '';
+  const pkg = device === '' ? loaded.pkg : `${loaded.pkg}, ${device}`;
+  return `tensorflow (${[pkg, ...loaded.skipped].join('; ')})`;
 }
 
 async function activate(name: BackendName): Promise<void> {
@@ -141,6 +156,16 @@ export interface TensorflowLoader {
   load(pkg: string): Promise<unknown>;
   /** Whether the loaded package registered "tensorflow" on our copy of tfjs-core. */
   registered(): boolean;
+  /**
+   * Whether the registered "tensorflow" backend runs its ops on a GPU, or
+   * null when it does not say. tfjs-node's NodeJSKernelBackend sets
+   * `isUsingGpuDevice` in its constructor from `binding.isUsingGpuDevice()`,
+   * which is true when libtensorflow listed a "GPU" device at load
+   * (binding/tfjs_backend.cc); without one it falls back to the CPU.
+   */
+  usesGpu(): boolean | null;
+  /** CUDA_VISIBLE_DEVICES and LD_LIBRARY_PATH, as this process has them. */
+  env: { CUDA_VISIBLE_DEVICES?: string; LD_LIBRARY_PATH?: string };
 }
 
 const nodeLoader: TensorflowLoader = {
@@ -148,7 +173,51 @@ const nodeLoader: TensorflowLoader = {
   installed: isInstalled,
   load: (pkg) => import(pkg),
   registered: () => tf.findBackendFactory('tensorflow') != null,
+  usesGpu: () => {
+    // findBackend initialises the backend if the package has not (its index.ts does, with setBackend).
+    const native = tf.findBackend('tensorflow') as { isUsingGpuDevice?: unknown } | null;
+    return typeof native?.isUsingGpuDevice === 'boolean' ? native.isUsingGpuDevice : null;
+  },
+  get env() {
+    return process.env;
+  },
 };
+
+const GPU_PACKAGE = TENSORFLOW_PACKAGES[0];
+
+/**
+ * The shared libraries libtensorflow 2.9.1 (in tfjs-node-gpu 4.22) dlopens for
+ * its GPU device, by soname: TensorFlow's dso_loader.cc formats each as
+ * lib<name>.so.<version> with the versions of its CUDA 11.2 / cuDNN 8.1
+ * build (cuBLASLt shares cuBLAS's). These sonames are the same in every CUDA
+ * 11.x and cuDNN 8.x; CUDA 12 renamed them, so it does not do.
+ */
+export const TENSORFLOW_CUDA_LIBRARIES = [
+  'libcudart.so.11.0', 'libcublas.so.11', 'libcublasLt.so.11', 'libcufft.so.10',
+  'libcurand.so.10', 'libcusolver.so.11', 'libcusparse.so.11', 'libcudnn.so.8',
+] as const;
+
+/**
+ * Where the GPU package runs its ops: 'gpu', or 'cpu' when CUDA_VISIBLE_DEVICES
+ * hides every GPU on purpose, or null when the backend does not say. Throws
+ * BackendUnavailableError when TensorFlow found no GPU otherwise: it would
+ * silently train on the CPU, 10-50x slower, while the user expects a GPU.
+ */
+export function checkGpuDevice(usesGpu: boolean | null, env: TensorflowLoader['env']): Pick<LoadedTensorflow, 'device' | 'deviceNote'> {
+  if (usesGpu === null) return { device: null };
+  if (usesGpu) return { device: 'gpu' };
+  if (gpusHidden(env.CUDA_VISIBLE_DEVICES)) {
+    return { device: 'cpu', deviceNote: `CUDA_VISIBLE_DEVICES=${env.CUDA_VISIBLE_DEVICES} hides every GPU` };
+  }
+  const libs = TENSORFLOW_CUDA_LIBRARIES;
+  throw new BackendUnavailableError('tensorflow',
+    `backend "tensorflow": ${GPU_PACKAGE} loaded, but TensorFlow found no GPU and would run on the CPU. ` +
+      `It needs an NVIDIA GPU with its driver (libcuda.so.1; see nvidia-smi) and the CUDA 11 / cuDNN 8 libraries ` +
+      `${libs.slice(0, -1).join(', ')} and ${libs[libs.length - 1]} (TensorFlow's "Could not load dynamic library" warnings above name ` +
+      `the missing ones; LD_LIBRARY_PATH=${env.LD_LIBRARY_PATH ?? '(unset)'}). Install CUDA 11.x (TensorFlow 2.9 is built with 11.2) ` +
+      'and cuDNN 8.1 or later and put their lib directories on LD_LIBRARY_PATH, or use the deploy/Dockerfile image; ' +
+      'or use --backend wasm; to run TensorFlow on the CPU on purpose, set CUDA_VISIBLE_DEVICES=-1');
+}
 
 /** The first Node major version @tensorflow/tfjs-node(-gpu) 4.22 fails on. */
 export const TENSORFLOW_FIRST_BROKEN_NODE = 23;
@@ -172,6 +241,13 @@ export interface LoadedTensorflow {
   pkg: string;
   /** Why the packages preferred to `pkg` did not load (the GPU package's error when the CPU one stands in). */
   skipped: string[];
+  /**
+   * For the GPU package: where its ops run ('cpu' only when asked for, see
+   * checkGpuDevice); null when the backend does not say. Absent for the CPU package.
+   */
+  device?: 'gpu' | 'cpu' | null;
+  /** Why the GPU package runs on the CPU. */
+  deviceNote?: string;
 }
 
 /** The first package of TENSORFLOW_PACKAGES that loads; throws BackendUnavailableError naming every failure. */
@@ -193,7 +269,10 @@ export async function loadTensorflowPackage(loader: TensorflowLoader = nodeLoade
           `(versions differ; install ${pkg}@${tf.version_core})`);
       continue;
     }
-    return { pkg, skipped: loadFailures };
+    // The CPU package needs no check; after the GPU package has loaded, the
+    // CPU one must not be tried: two libtensorflows in one process conflict.
+    if (pkg !== GPU_PACKAGE) return { pkg, skipped: loadFailures };
+    return { pkg, skipped: loadFailures, ...checkGpuDevice(loader.usesGpu(), loader.env) };
   }
   if (loadFailures.length > 0) {
     throw new BackendUnavailableError('tensorflow',
@@ -205,16 +284,19 @@ export async function loadTensorflowPackage(loader: TensorflowLoader = nodeLoade
 }
 
 async function loadTensorflow(): Promise<void> {
-  if (tensorflowPackage !== null) return;
-  const loaded = await loadTensorflowPackage();
-  tensorflowPackage = loaded.pkg;
+  if (tensorflowLoaded !== null) return;
   // Kept for describeBackend, whose line every run logs: who wanted the GPU sees why they got the CPU.
-  tensorflowSkipped = loaded.skipped;
+  tensorflowLoaded = await loadTensorflowPackage();
 }
 
 /** Whether a package for the 'tensorflow' backend is installed (without loading it). */
 export function tensorflowInstalled(): boolean {
-  return TENSORFLOW_PACKAGES.some(isInstalled);
+  return installedTensorflowPackage() !== null;
+}
+
+/** The package 'tensorflow' would load first (without loading it), or null when neither is installed. */
+export function installedTensorflowPackage(): string | null {
+  return TENSORFLOW_PACKAGES.find(isInstalled) ?? null;
 }
 
 /** Installed = resolvable; a failure while loading it is then a broken install, not a missing one. */
