@@ -3,8 +3,15 @@
 //
 //   npx tsc -p . && node dist/scripts/bench-allreduce.js \
 //     [--sizes 11173962,23520842] [--workers 2,4] [--iters 5] [--warmup 2] \
-//     [--algos ring,star,gloo] [--chunk 262144] [--python /usr/bin/python3] \
-//     [--out runs/bench-allreduce.json]
+//     [--algos ring,star,gloo] [--wires fp32,bf16,fp16] [--chunk 262144] \
+//     [--python /usr/bin/python3] [--out runs/bench-allreduce.json]
+//
+// By default every algorithm and every wire format: ring in fp32, bf16 and
+// fp16 (16-bit wires are compressed, labelled so in every row); star in fp32
+// only; gloo in fp32 and in whatever 16-bit dtypes PyTorch's gloo all-reduces
+// (its sums are then 16-bit too). Each row: algo, wire, compressed, workers,
+// elements, medianMs, busbwGBs and busbwVsTcp (the ratio to raw TCP), in the
+// JSON (`results`) and the table.
 //
 // `gloo` is PyTorch's CPU all-reduce, the obvious alternative, measured in the
 // same run by scripts/torch_gloo_allreduce.py where python3-torch is installed
@@ -36,10 +43,13 @@ import {
   type AllReducer,
   type PeerAddress,
 } from '../src/common/allreduce/index.js';
+import { WIRE_NAMES, type WireName } from '../src/common/allreduce/wire-format.js';
 import { choiceFlag, exitOnUsageError, intFlag, listFlag, portFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
+// 'local' (shared memory between thread replicas) is measured by its own
+// helper once it lands; add it here and in measure() then.
 const ALGOS = ['ring', 'star', 'gloo'] as const;
 type Algo = (typeof ALGOS)[number];
 
@@ -137,7 +147,13 @@ function checksum(buf: Float32Array): string {
   return (h >>> 0).toString(16);
 }
 
-async function runWorker(reducer: AllReducer, rank: number, worldSize: number, size: number): Promise<void> {
+/** How far a compressed wire may move an element of the test gradient's sum (|sum| <= 512 N, rounded once per hop). */
+function tolerance(wire: WireName, worldSize: number): number {
+  if (wire === 'fp32') return 0;
+  return worldSize * 512 * worldSize * (wire === 'bf16' ? 2 ** -8 : 2 ** -11);
+}
+
+async function runWorker(reducer: AllReducer, rank: number, worldSize: number, size: number, wire: WireName = 'fp32'): Promise<void> {
   const buf = new Float32Array(size);
   toParent({ type: 'ready' });
   for (let step = 0; ; step++) {
@@ -152,8 +168,9 @@ async function runWorker(reducer: AllReducer, rank: number, worldSize: number, s
   await reducer.allReduceSum(buf, 0xffffffff);
   let wrong = 0;
   const stride = Math.max(1, Math.floor(size / 4096));
-  for (let i = 0; i < size; i += stride) if (buf[i] !== expectedSum(i, worldSize)) wrong++;
-  if (size > 0 && buf[size - 1] !== expectedSum(size - 1, worldSize)) wrong++;
+  const tol = tolerance(wire, worldSize);
+  for (let i = 0; i < size; i += stride) if (!(Math.abs(buf[i] - expectedSum(i, worldSize)) <= tol)) wrong++;
+  if (size > 0 && !(Math.abs(buf[size - 1] - expectedSum(size - 1, worldSize)) <= tol)) wrong++;
   // maxRSS is in KiB: the peak of this rank's whole process, buffers and sockets included.
   toParent({ type: 'result', checksum: checksum(buf), wrong, peakRssMb: process.resourceUsage().maxRSS / 1024 });
   // Leave only when told, so the star hub is closed first and does not see a lost worker.
@@ -161,12 +178,12 @@ async function runWorker(reducer: AllReducer, rank: number, worldSize: number, s
   await reducer.close();
 }
 
-async function ringWorker(rank: number, worldSize: number, size: number, chunk: number): Promise<void> {
+async function ringWorker(rank: number, worldSize: number, size: number, chunk: number, wire: WireName): Promise<void> {
   const endpoint = await RingEndpoint.listen({ rank, worldSize });
   toParent({ type: 'listening', address: endpoint.address });
   const { prev } = (await fromParent('connect')) as unknown as { prev: PeerAddress };
   const links = await endpoint.connect(prev);
-  await runWorker(new RingAllReducer(links, { chunkElements: chunk }), rank, worldSize, size);
+  await runWorker(new RingAllReducer(links, { chunkElements: chunk, wire }), rank, worldSize, size, wire);
 }
 
 async function starWorker(rank: number, worldSize: number, size: number, chunk: number): Promise<void> {
@@ -239,6 +256,9 @@ function stats(ms: number[]): Stats {
 
 interface Row extends Stats {
   algo: string;
+  /** What travelled: fp32, or a 16-bit format (compressed: lossy sums). */
+  wire: WireName;
+  compressed: boolean;
   workers: number;
   elements: number;
   bytes: number;
@@ -266,8 +286,9 @@ async function measureAllReduce(
   iters: number,
   warmup: number,
   chunk: number,
+  wire: WireName,
 ): Promise<{ times: number[]; peakRssMb: number }> {
-  const common = ['--world', String(workers), '--size', String(size), '--chunk', String(chunk)];
+  const common = ['--world', String(workers), '--size', String(size), '--chunk', String(chunk), '--wire-format', wire];
   const children = Array.from(
     { length: workers },
     (_, rank) => new Child(`${algo} rank ${rank}`, ['--role', `${algo}-worker`, '--rank', String(rank), ...common]),
@@ -308,10 +329,10 @@ async function measureAllReduce(
 
 /** PyTorch's gloo all-reduce of the same buffer, in N Python processes; throws if PyTorch is not there. */
 async function measureGloo(
-  python: string, workers: number, size: number, iters: number, warmup: number,
+  python: string, workers: number, size: number, iters: number, warmup: number, wire: WireName,
 ): Promise<{ times: number[]; peakRssMb: number }> {
   const script = resolve(dirname(SCRIPT), '../../scripts/torch_gloo_allreduce.py');
-  const args = [script, '--world', String(workers), '--size', String(size), '--iters', String(iters), '--warmup', String(warmup)];
+  const args = [script, '--world', String(workers), '--size', String(size), '--iters', String(iters), '--warmup', String(warmup), '--dtype', wire];
   const { stdout } = await promisify(execFile)(python, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
   const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { times_ms: number[]; peak_rss_mb: number };
   return { times: r.times_ms, peakRssMb: r.peak_rss_mb };
@@ -323,6 +344,9 @@ interface Options {
   iters: number;
   warmup: number;
   algos: Algo[];
+  wires: WireName[];
+  wire?: WireName[];
+  wireFormat: WireName;
   chunk: number;
   python: string;
   out: string;
@@ -349,21 +373,35 @@ const program = exitOnUsageError(new Command('bench-allreduce')
   .addOption(new Option('--iters <n>', 'timed all-reduces per configuration').argParser(intFlag(1)).default(5))
   .addOption(new Option('--warmup <n>', 'untimed all-reduces before them').argParser(intFlag(0)).default(2))
   .addOption(new Option('--algos <list>', `algorithms, of ${ALGOS.join(', ')}`).argParser(listFlag(choiceFlag(ALGOS), 'ring,star')).default([...ALGOS], ALGOS.join(',')))
+  .addOption(new Option('--wires <list>', `wire formats, of ${WIRE_NAMES.join(', ')} (bf16/fp16 are compressed; star is fp32 only)`)
+    .argParser(listFlag(choiceFlag(WIRE_NAMES), 'fp32,bf16')).default([...WIRE_NAMES], WIRE_NAMES.join(',')))
+  .addOption(new Option('--wire <list>', 'same as --wires').argParser(listFlag(choiceFlag(WIRE_NAMES), 'bf16')).hideHelp())
   .addOption(new Option('--chunk <n>', 'elements per all-reduce message').argParser(intFlag(1)).default(DEFAULT_CHUNK_ELEMENTS))
   .option('--python <path>', 'python3 with PyTorch, for gloo', '/usr/bin/python3')
   .option('--out <file>', 'JSON report', 'runs/bench-allreduce.json')
   .addOption(new Option('--role <role>').choices([...ROLES]).hideHelp())
+  .addOption(new Option('--wire-format <name>').choices([...WIRE_NAMES]).default('fp32').hideHelp())
   .addOption(internal('--rank <n>', intFlag(0)))
   .addOption(internal('--world <n>', intFlag(1)))
   .addOption(internal('--size <n>', intFlag(1)))
   .addOption(internal('--bytes <n>', intFlag(1)))
   .addOption(internal('--port <n>', portFlag))
-  .addOption(internal('--rounds <n>', intFlag(1))));
+  .addOption(internal('--rounds <n>', intFlag(1)))
+  .addHelpText('after', `
+Every row (the JSON's "results" and the table) carries:
+  algo        ring, star or gloo (PyTorch's CPU all-reduce, same run)
+  wire        fp32, bf16 or fp16; bf16/fp16 are compressed (lossy sums), marked so
+  workers     rank processes (N)
+  elements    float32 elements per gradient
+  medianMs    median time of the slowest rank (mean, std and every time too)
+  busbwGBs    algbw * 2(N-1)/N, on the fp32 bytes for every wire
+  busbwVsTcp  busbw / raw TCP between two Node processes, same run
+  peakRssMb   largest rank's peak RSS`));
 
 /** A rank process (forked by the parent with --role): runs its part and reports over IPC. */
 async function child(role: Role, o: Options): Promise<void> {
   const roles: Record<Role, () => Promise<void>> = {
-    'ring-worker': () => ringWorker(o.rank, o.world, o.size, o.chunk),
+    'ring-worker': () => ringWorker(o.rank, o.world, o.size, o.chunk, o.wireFormat),
     'star-worker': () => starWorker(o.rank, o.world, o.size, o.chunk),
     'tcp-sink': () => tcpSink(o.bytes),
     'tcp-source': () => tcpSource(o.bytes, o.port, o.rounds),
@@ -381,6 +419,7 @@ async function child(role: Role, o: Options): Promise<void> {
 
 async function main(opts: Options): Promise<void> {
   const { sizes, workers: workerCounts, iters, warmup, algos, chunk } = opts;
+  const wires = opts.wire ?? opts.wires;
   console.log(`all-reduce benchmark: ${cpus().length} CPUs (${availableParallelism()} usable), node ${process.version}, chunk ${chunk} floats, ${iters} iterations after ${warmup} warm-up`);
   const tcp: Record<number, Stats & { GBs: number; timesMs: number[] }> = {};
   const rows: Row[] = [];
@@ -393,51 +432,63 @@ async function main(opts: Options): Promise<void> {
     console.log(`raw TCP loopback, ${(bytes / 1e6).toFixed(1)} MB one way: ${tcpStats.medianMs.toFixed(1)} ms median = ${tcp[size].GBs.toFixed(2)} GB/s`);
     for (const workers of workerCounts) {
       for (const algo of algos) {
-        if (algo === 'gloo' && glooMissing) continue;
-        let measured: { times: number[]; peakRssMb: number };
-        if (algo === 'gloo') {
-          try {
-            measured = await measureGloo(opts.python, workers, size, iters, warmup);
-          } catch (err) {
-            const why = (err as { stderr?: string }).stderr?.trim().split('\n').at(-1) ?? (err as Error).message;
-            console.log(`gloo: not measured (${why}); install python3-torch (Debian) to compare`);
-            glooMissing = true;
-            continue;
+        for (const wire of wires) {
+          if (algo === 'star' && wire !== 'fp32') continue; // the star sends fp32 only
+          if (algo === 'gloo' && glooMissing) continue;
+          const label = `${algo} ${wire}${wire === 'fp32' ? '' : ' (compressed)'}`;
+          let measured: { times: number[]; peakRssMb: number };
+          if (algo === 'gloo') {
+            try {
+              measured = await measureGloo(opts.python, workers, size, iters, warmup, wire);
+            } catch (err) {
+              const why = (err as { stderr?: string }).stderr?.trim().split('\n').at(-1) ?? (err as Error).message;
+              if (wire === 'fp32') {
+                console.log(`gloo: not measured (${why}); install python3-torch (Debian) to compare`);
+                glooMissing = true;
+              } else {
+                console.log(`${label}: not measured (PyTorch's gloo: ${why})`);
+              }
+              continue;
+            }
+          } else {
+            measured = await measureAllReduce(algo as 'ring' | 'star', workers, size, iters, warmup, chunk, wire);
           }
-        } else {
-          measured = await measureAllReduce(algo as 'ring' | 'star', workers, size, iters, warmup, chunk);
+          const { times, peakRssMb } = measured;
+          const s = stats(times);
+          const algbw = bytes / s.medianMs / 1e6;
+          const busbw = (algbw * 2 * (workers - 1)) / workers;
+          rows.push({
+            algo,
+            wire,
+            compressed: wire !== 'fp32',
+            workers,
+            elements: size,
+            bytes,
+            ...s,
+            algbwGBs: algbw,
+            busbwGBs: busbw,
+            busbwVsTcp: busbw / tcp[size].GBs,
+            peakRssMb,
+            timesMs: times,
+          });
+          console.log(
+            `${label.padEnd(22)} N=${workers} ${(bytes / 1e6).toFixed(1).padStart(6)} MB: ` +
+              `median ${s.medianMs.toFixed(1).padStart(7)} ms, mean ${s.meanMs.toFixed(1)} ± ${s.stdMs.toFixed(1)} ms, ` +
+              `algbw ${algbw.toFixed(2)} GB/s, busbw ${busbw.toFixed(2)} GB/s (${((100 * busbw) / tcp[size].GBs).toFixed(0)}% of raw TCP), ` +
+              `peak RSS ${peakRssMb.toFixed(0)} MB per rank`,
+          );
         }
-        const { times, peakRssMb } = measured;
-        const s = stats(times);
-        const algbw = bytes / s.medianMs / 1e6;
-        const busbw = (algbw * 2 * (workers - 1)) / workers;
-        rows.push({
-          algo,
-          workers,
-          elements: size,
-          bytes,
-          ...s,
-          algbwGBs: algbw,
-          busbwGBs: busbw,
-          busbwVsTcp: busbw / tcp[size].GBs,
-          peakRssMb,
-          timesMs: times,
-        });
-        console.log(
-          `${algo.padEnd(4)} N=${workers} ${(bytes / 1e6).toFixed(1).padStart(6)} MB: ` +
-            `median ${s.medianMs.toFixed(1).padStart(7)} ms, mean ${s.meanMs.toFixed(1)} ± ${s.stdMs.toFixed(1)} ms, ` +
-            `algbw ${algbw.toFixed(2)} GB/s, busbw ${busbw.toFixed(2)} GB/s (${((100 * busbw) / tcp[size].GBs).toFixed(0)}% of raw TCP), ` +
-            `peak RSS ${peakRssMb.toFixed(0)} MB per rank`,
-        );
       }
     }
   }
 
-  console.log('\n| algo | N | MB | median ms | mean ± std ms | algbw GB/s | busbw GB/s | busbw / raw TCP | peak RSS MB (largest rank) |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  // busbw counts fp32 bytes (the gradient's size) for every wire, so a
+  // compressed row's busbw is the fp32 traffic it stands in for.
+  console.log('\n| algo | wire | N | elements | MB | median ms | mean ± std ms | algbw GB/s | busbw GB/s | busbw / raw TCP | peak RSS MB (largest rank) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.algo} | ${r.workers} | ${(r.bytes / 1e6).toFixed(1)} | ${r.medianMs.toFixed(1)} | ` +
+      `| ${r.algo} | ${r.wire}${r.compressed ? ' (compressed)' : ''} | ${r.workers} | ${r.elements} | ${(r.bytes / 1e6).toFixed(1)} | ${r.medianMs.toFixed(1)} | ` +
         `${r.meanMs.toFixed(1)} ± ${r.stdMs.toFixed(1)} | ${r.algbwGBs.toFixed(2)} | ${r.busbwGBs.toFixed(2)} | ${(100 * r.busbwVsTcp).toFixed(0)}% | ` +
         `${r.peakRssMb.toFixed(0)} |`,
     );

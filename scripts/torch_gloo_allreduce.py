@@ -25,7 +25,8 @@ def run(rank, args, port, results):
     # One thread per process, as each tfjs-ddp rank is one Node thread: 4 ranks on 2 cores compete the same way.
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.world)
-    buf = torch.empty(args.size, dtype=torch.float32)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    buf = torch.empty(args.size, dtype=dtype)
     expected = args.world * (args.world + 1) / 2
     times = []
     for i in range(args.warmup + args.iters):
@@ -54,6 +55,9 @@ def main():
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    # fp16/bf16: gloo's own 16-bit all-reduce (the whole buffer is 16-bit, sums
+    # included), where this PyTorch build supports it; compressed, like ours.
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     args = p.parse_args()
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()

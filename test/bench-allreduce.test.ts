@@ -13,11 +13,11 @@ const ITERS = 2;
 const dir = makeTempDir('bench-allreduce');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-interface Row { algo: string; workers: number; bytes: number; medianMs: number; algbwGBs: number; busbwGBs: number; peakRssMb: number; timesMs: number[] }
+interface Row { algo: string; wire: string; compressed: boolean; elements: number; busbwVsTcp: number; workers: number; bytes: number; medianMs: number; algbwGBs: number; busbwGBs: number; peakRssMb: number; timesMs: number[] }
 
-async function bench(python: string, out: string): Promise<{ stdout: string; rows: Row[] }> {
+async function bench(python: string, out: string, extra: string[] = []): Promise<{ stdout: string; rows: Row[] }> {
   const stdout = await runScript('bench-allreduce.js', ['--sizes', '10000', '--workers', '2,3', '--iters', String(ITERS), '--warmup', '1', '--chunk', '1024',
-    '--algos', 'ring,star,gloo', '--python', python, '--out', out]);
+    '--algos', 'ring,star,gloo', '--python', python, '--out', out, ...extra]);
   return { stdout, rows: (JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Row[] }).results };
 }
 
@@ -33,18 +33,28 @@ describe('scripts/bench-allreduce', () => {
   it('measures ring and star in separate rank processes, and says when gloo cannot be measured', async () => {
     const { stdout, rows } = await bench(path.join(dir, 'no-such-python'), path.join(dir, 'no-torch.json'));
     // The script itself checks every rank's sum and that all ranks end with the same bits.
-    expect(rows.map((r) => `${r.algo}${r.workers}`)).toEqual(['ring2', 'star2', 'ring3', 'star3']);
+    // Every algorithm in every wire format it has (the star is fp32 only), 16-bit ones marked compressed.
+    expect(rows.map((r) => `${r.algo}-${r.wire}${r.workers}`)).toEqual([
+      'ring-fp322', 'ring-bf162', 'ring-fp162', 'star-fp322', 'ring-fp323', 'ring-bf163', 'ring-fp163', 'star-fp323',
+    ]);
+    for (const r of rows) {
+      expect(r.compressed).toBe(r.wire !== 'fp32');
+      expect(r.elements).toBe(10000);
+      expect(r.busbwVsTcp).toBeGreaterThan(0);
+    }
+    expect(stdout).toMatch(/\| ring \| bf16 \(compressed\) \| 3 \| 10000 \|/);
     rows.forEach(checkRow);
     expect(stdout).toMatch(/gloo: not measured \(.*\); install python3-torch/);
     expect(stdout.match(/not measured/g)).toHaveLength(1);
-    expect(stdout).toMatch(/\| ring \| 3 \| 0\.0 \|/);
+    expect(stdout).toMatch(/\| ring \| fp32 \| 3 \| 10000 \| 0\.0 \|/);
   }, 60_000);
 
   pytorch.test('measures gloo in the same run where PyTorch is installed (/usr/bin/python3)', async () => {
-    const { stdout, rows } = await bench(SYSTEM_PYTHON, path.join(dir, 'default.json'));
-    const gloo = rows.filter((r) => r.algo === 'gloo');
+    // fp32 only: the 16-bit rows are checked above, and gloo's are slow to start.
+    const { stdout, rows } = await bench(SYSTEM_PYTHON, path.join(dir, 'default.json'), ['--wires', 'fp32']);
+    const gloo = rows.filter((r) => r.algo === 'gloo' && r.wire === 'fp32');
     expect(gloo.map((r) => r.workers)).toEqual([2, 3]);
     gloo.forEach(checkRow);
-    expect(stdout).not.toMatch(/not measured/);
+    expect(stdout).not.toMatch(/gloo: not measured/);
   }, 120_000);
 });

@@ -65,6 +65,7 @@ const CASES: Case[] = [
   { name: 'tfjs-ddp evaluate', run: tfjsDdp('evaluate'), bad: ['ckpt', '--test-limit', '0'], flag: '--test-limit', lists: ['--dataset', '--backend'] },
   { name: 'tfjs-ddp predict', run: tfjsDdp('predict'), bad: ['ckpt', 'a.png', '--backend', 'gpu'], flag: '--backend', lists: ['--backend'] },
   { name: 'bench-allreduce', run: (a) => script('bench-allreduce.js', a), bad: ['--iters', '0'], flag: '--iters' },
+  { name: 'bench-local-allreduce', run: (a) => script('bench-local-allreduce.js', a), bad: ['--workers', '1'], flag: '--workers' },
   { name: 'bench-conv-grads', run: (a) => script('bench-conv-grads.js', a), bad: ['--batch', '0'], flag: '--batch' },
   { name: 'bench-train', run: (a) => script('bench-train.js', a), bad: ['--batch', '0'], flag: '--batch' },
   { name: 'bench-host-overhead', run: (a) => script('bench-host-overhead.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model', '--backend'] },

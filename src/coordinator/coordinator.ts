@@ -108,6 +108,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     ? new LocalWorkers(localCount, {
       connect: `${options.tls ? 'wss://' : ''}${address.host}:${address.port}`, caPath: options.tls?.certPath, token, backend: options.localBackend,
       mode: options.localMode ?? defaultLocalMode(options.localBackend ?? cfg.backend), gpus: options.gpus, log,
+      sharedElements: allreduce === 'ring' ? Math.max(spec.paramCount, spec.runningStatsSize) : undefined,
     })
     : null;
   const workerTimeoutMs = options.workerTimeoutMs ?? 30_000;
@@ -119,7 +120,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   };
   const setup: GroupSetup = {
     cfg, allreduce, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))), hubHost: address.host,
-    ...dataset, log, feed,
+    ...dataset, log, feed, sharedRegion: local?.sharedRegion ?? null,
   };
   let membership: Membership | null = null;
   let watchdog: Watchdog | null = null;

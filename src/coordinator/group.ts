@@ -10,11 +10,16 @@
 //   2. data-status from every member; the dataset to those that lack it;
 //   3. ready from every member (its ring address); connect to every member
 //      (its predecessor's address, or the star hub's), and the hub serves.
+//      When every member is one of this process's threads (each names the
+//      LocalWorkers' shared region in ready), the region is reset for the
+//      group and connect says reducer 'shared-memory' instead.
 
 import { randomInt } from 'node:crypto';
 import type { TrainConfig } from '../common/training/config.js';
 import type { RunState } from '../common/training/run-state.js';
-import { StarHub, StarHubServer } from '../common/allreduce/index.js';
+import {
+  prepareSharedRegion, sharedRegionCapacity, StarHub, StarHubServer, type SharedRegion,
+} from '../common/allreduce/index.js';
 import {
   configHash, type AllReduceKind, type ControlConnection, type ControlMessage, type MessageOfType,
 } from '../common/protocol/index.js';
@@ -51,6 +56,8 @@ export interface GroupSetup {
   datasetBlob: () => Uint8Array;
   log: (line: string) => void;
   feed: RunFeed | null;
+  /** The local threads' shared region (LocalWorkers), if any: a ring group made only of them all-reduces through it. */
+  sharedRegion?: SharedRegion | null;
 }
 
 /** Members that hold the state's weights and momentum already, and the checksum they agreed on. */
@@ -180,9 +187,15 @@ async function wireAllReduce(
       setup.log(`rank ${rank}: ready, backend ${r.backend}`);
       if (members[rank].view) setup.feed?.workerUpdate(members[rank].view!, { backend: r.backend, state: 'ready' });
     });
+    const shared = sharesMemory(readies, setup);
+    if (shared) {
+      // Every member waits for connect and no older group's reducer is open (its members halted): reset it for this group.
+      prepareSharedRegion(shared, tag, worldSize);
+      setup.log(`all-reduce: shared memory between ${worldSize} local threads (region ${shared.id})`);
+    }
     members.forEach((m, rank) => {
       const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
-      send(m, { type: 'connect', peer });
+      send(m, { type: 'connect', peer, ...(shared ? { reducer: 'shared-memory' } : {}) });
     });
     if (!hubServer) return { hub: null, serving: null };
     const hub = new StarHub(await hubServer.accept(), { tag });
@@ -193,6 +206,17 @@ async function wireAllReduce(
     await hubServer?.close();
     throw err;
   }
+}
+
+/**
+ * The region a ring group all-reduces through: when every member reported
+ * the coordinator's own region (they are all its threads) and it has room.
+ * A group that mixes local threads and other workers uses the ring.
+ */
+function sharesMemory(readies: MessageOfType<'ready'>[], setup: GroupSetup): SharedRegion | null {
+  const region = setup.sharedRegion ?? null;
+  if (!region || setup.allreduce !== 'ring' || readies.length < 2 || readies.length > sharedRegionCapacity(region)) return null;
+  return readies.every((r) => r.localRegion === region.id) ? region : null;
 }
 
 /**

@@ -3,7 +3,8 @@
 //
 // - threads: a piscina pool with one long task per replica, for the cpu and
 //   wasm backends (one single-threaded replica per core is how wasm uses the
-//   cores: its own threading is off in Node).
+//   cores: its own threading is off in Node). The threads share one memory
+//   region (sharedRegion), through which a group of only them all-reduces.
 // - processes: one `worker` child process per replica, for the tensorflow
 //   backend, because the native binding is unreliable in worker threads and
 //   picks its GPU only from CUDA_VISIBLE_DEVICES, which must be set before it
@@ -24,6 +25,7 @@ import { installedTensorflowPackage, tensorflowInstalled } from '../common/backe
 import { resolveWorkerScript } from '../common/fs/worker-script.js';
 import type { BackendChoice } from '../common/backend/names.js';
 import type { WorkerOptions } from '../worker/worker.js';
+import { createSharedRegion, type SharedRegion } from '../common/allreduce/index.js';
 import { TOKEN_ENV } from './admission.js';
 
 export type LocalMode = 'thread' | 'process';
@@ -33,7 +35,17 @@ export interface LocalWorkerOptions extends Pick<WorkerOptions, 'connect' | 'tok
   /** For processes: GPU ids, assigned round robin through CUDA_VISIBLE_DEVICES. */
   gpus?: string[];
   log?: (line: string) => void;
+  /**
+   * Threads: the longest vector the run all-reduces (floats). With it, the
+   * threads get one shared region sized for it, and a group made only of
+   * them all-reduces through it (common/allreduce/shared-memory.ts).
+   * TFJS_DDP_SHARED_MEMORY=0 turns that off (they use the ring).
+   */
+  sharedElements?: number;
 }
+
+/** Set to 0: local threads use the loopback ring even when they could share memory. */
+export const SHARED_MEMORY_ENV = 'TFJS_DDP_SHARED_MEMORY';
 
 /**
  * The environment of a local worker process: this one's, plus the token, its
@@ -79,6 +91,8 @@ const STDERR_LINES_KEPT = 8;
 
 export class LocalWorkers {
   private readonly pool: Piscina | null = null;
+  /** The threads' shared region (thread mode with sharedElements), or null. */
+  readonly sharedRegion: SharedRegion | null = null;
   private readonly children: ChildProcess[] = [];
   private readonly finished: Promise<unknown>[] = [];
   private pastStartup = false;
@@ -96,7 +110,7 @@ export class LocalWorkers {
       reject = r;
     });
     this.startupFailure.catch(() => {}); // observed by whoever races it; not an unhandled rejection otherwise
-    const { mode, gpus, log, ...worker } = options;
+    const { mode, gpus, log, sharedElements, ...worker } = options;
     // Only the first failure counts: the others are usually its echo (the group breaking up).
     const fail = (message: string): void => {
       if (this.failure !== null) return;
@@ -111,8 +125,13 @@ export class LocalWorkers {
       });
       // What piscina cannot pin on a task; unheard, an 'error' event would end the coordinator.
       this.pool.on('error', (err: Error) => log?.(`local worker threads: ${err.message}`));
+      if (sharedElements !== undefined && count > 1 && process.env[SHARED_MEMORY_ENV] !== '0') {
+        this.sharedRegion = createSharedRegion(count, sharedElements);
+        if (!this.sharedRegion) log?.(`local worker threads: no shared region for ${count} x ${sharedElements} floats (over 4 GiB); they use the ring`);
+      }
       for (let i = 0; i < count; i++) {
-        const task: WorkerOptions = { ...worker, cacheDir: null };
+        // The region travels in the task's message: a shared memory is shared, not copied.
+        const task: WorkerOptions = { ...worker, cacheDir: null, sharedRegion: this.sharedRegion };
         this.finished.push(this.pool.run(task).catch((err: Error) => {
           if (this.pastStartup) log?.(`local worker thread ${i} failed: ${err.message}`);
           else fail(`local worker thread ${i} failed before the run's first step: ${err.message}`);

@@ -20,7 +20,7 @@ import { BatchLoader } from '../common/data/batch-loader.js';
 import type { TrainConfig } from '../common/training/config.js';
 import { NORMALIZE } from '../common/data/augment.js';
 import {
-  connectToStarHub, RingAllReducer, RingEndpoint, StarAllReducer, type AllReducer,
+  connectToStarHub, RingAllReducer, RingEndpoint, SharedMemoryAllReducer, StarAllReducer, type AllReducer, type SharedRegion,
 } from '../common/allreduce/index.js';
 import type { ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
 import type { BackendChoice } from '../common/backend/names.js';
@@ -95,6 +95,8 @@ export interface SessionContext {
   backend?: BackendChoice;
   ringHost?: string;
   ringPort?: number;
+  /** Thread mode: the coordinator's shared region, offered in `ready`; used when `connect` says so. */
+  sharedRegion?: SharedRegion | null;
 }
 
 /** Runs the session; a halt (wherever it finds the session) ends it with `halted`, other failures throw. */
@@ -134,14 +136,24 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     void reducer?.close().catch(() => {});
   });
   try {
-    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend() });
-    const { peer } = await inbox.expect('connect');
+    const localRegion = endpoint && ctx.sharedRegion ? ctx.sharedRegion.id : null;
+    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend(), localRegion });
+    const { peer, reducer: kind } = await inbox.expect('connect');
+    if (kind != null && (kind !== 'shared-memory' || localRegion === null)) {
+      throw new Error(`the coordinator asked for a "${kind}" all-reduce, which this worker cannot join`);
+    }
     if (worldSize > 1) {
-      if (peer === null) throw new Error('the coordinator sent no all-reduce peer address');
+      if (peer === null && kind !== 'shared-memory') throw new Error('the coordinator sent no all-reduce peer address');
       try {
-        reducer = endpoint
-          ? new RingAllReducer(await endpoint.connect(peer), { tag: init.tag })
-          : new StarAllReducer(await connectToStarHub(peer, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
+        if (kind === 'shared-memory') {
+          // Every member is a thread of the coordinator's process: no sockets.
+          await endpoint?.close();
+          reducer = new SharedMemoryAllReducer(ctx.sharedRegion!, { rank, worldSize, tag: init.tag });
+        } else {
+          reducer = endpoint
+            ? new RingAllReducer(await endpoint.connect(peer!), { tag: init.tag })
+            : new StarAllReducer(await connectToStarHub(peer!, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
+        }
       } catch (err) {
         // A peer that died before the group was wired: the same as a failed all-reduce.
         await linkFailed(ctx, err as Error);

@@ -19,6 +19,7 @@ import { runGroupSession, wasReported, type SessionEnd } from './group-session.j
 import { HaltSignal, SessionInbox } from './session-inbox.js';
 import { ReplicaState } from './replica-state.js';
 import { exitIfInjectedAtStart } from '../common/training/faults.js';
+import type { SharedRegion } from '../common/allreduce/index.js';
 
 export { FAULT_ENV, THROW_FAULT_ENV } from './group-session.js';
 
@@ -41,6 +42,8 @@ export interface WorkerOptions {
   cacheDir?: string | null;
   /** Only for tests of the refusal path: the protocol version to announce. */
   protocolVersion?: number;
+  /** Thread mode: the region this thread shares with the coordinator's other local threads (LocalWorkers). */
+  sharedRegion?: SharedRegion | null;
 }
 
 export interface CoordinatorAddress extends HostPort {
@@ -171,6 +174,7 @@ async function serveGroups(conn: ControlConnection, first: InitMessage, options:
         held = await obtainDataset(conn, inbox, init, held, options);
         end = await runGroupSession({
           conn, inbox, init, data: held.data, state, backend: options.backend, ringHost: options.ringHost, ringPort: options.ringPort,
+          sharedRegion: options.sharedRegion ?? null,
         });
       } catch (err) {
         // Halted while the dataset was on its way: this worker still holds the init state.

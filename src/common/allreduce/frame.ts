@@ -30,8 +30,30 @@ export enum FrameType {
   Hello = 5,
 }
 
+/**
+ * How a frame's payload elements are encoded (see wire-format.ts). Carried in
+ * the high byte of the `type` field, so fp32 frames (code 0) are bit for bit
+ * the frames of earlier versions, and a rank that expects bf16 refuses an
+ * fp16 frame of the same length instead of decoding garbage.
+ */
+export const WIRE_CODES = { fp32: 0, bf16: 1, fp16: 2 } as const;
+export type WireCode = (typeof WIRE_CODES)[keyof typeof WIRE_CODES];
+const WIRE_BY_CODE = ['fp32', 'bf16', 'fp16'] as const;
+const WIRE_BYTES = [4, 2, 2] as const;
+
+/** Bytes per payload element of wire code `wire`. */
+export function wireBytes(wire: WireCode): 2 | 4 {
+  return WIRE_BYTES[wire];
+}
+
+export function wireNameOf(wire: WireCode): (typeof WIRE_BY_CODE)[number] {
+  return WIRE_BY_CODE[wire];
+}
+
 export interface FrameHeader {
   type: FrameType;
+  /** Payload encoding; absent means fp32 (code 0). */
+  wire?: WireCode;
   /** Identifies the training run, so frames from a stale run are rejected. */
   tag: number;
   seq: number;
@@ -51,7 +73,7 @@ const FIELD_NAMES = ['magic', 'type', 'tag', 'seq', 'total', 'stage', 'chunk', '
 
 export function writeHeader(frame: Uint8Array, h: FrameHeader): void {
   const view = new DataView(frame.buffer, frame.byteOffset, HEADER_BYTES);
-  const values = [FRAME_MAGIC, h.type, h.tag, h.seq, h.total, h.stage, h.chunk, h.offset, h.count];
+  const values = [FRAME_MAGIC, h.type | ((h.wire ?? 0) << 8), h.tag, h.seq, h.total, h.stage, h.chunk, h.offset, h.count];
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (!Number.isInteger(v) || v < 0 || v > MAX_U32) {
@@ -61,10 +83,10 @@ export function writeHeader(frame: Uint8Array, h: FrameHeader): void {
   }
 }
 
-/** Rewrites the type and stage of a frame in place (used when forwarding). */
+/** Rewrites the type and stage of a frame in place (used when forwarding); keeps its wire code. */
 export function retagFrame(frame: Uint8Array, type: FrameType, stage: number): void {
   const view = new DataView(frame.buffer, frame.byteOffset, HEADER_BYTES);
-  view.setUint32(4, type, true);
+  view.setUint32(4, (view.getUint32(4, true) & 0xff00) | type, true);
   view.setUint32(20, stage, true);
 }
 
@@ -102,10 +124,25 @@ export class FrameError extends Error {
  * expected at this point, offsets) are the caller's job.
  */
 export function readHeader(frame: Uint8Array): FrameHeader {
-  if (frame.byteLength < HEADER_BYTES) {
-    throw new FrameError(`frame of ${frame.byteLength} bytes is shorter than the ${HEADER_BYTES}-byte header`);
+  const h = parseHeader(frame, frame.byteLength);
+  // The star and the hello carry fp32 only; only the ring negotiates 16-bit
+  // wires (it uses parseHeader and checks the code itself).
+  if (h.wire !== undefined) {
+    throw new FrameError(`${FrameType[h.type]} frame uses the ${WIRE_BY_CODE[h.wire]} wire format, which only ring frames may use`);
   }
-  const view = new DataView(frame.buffer, frame.byteOffset, HEADER_BYTES);
+  return h;
+}
+
+/**
+ * readHeader for a frame whose first HEADER_BYTES bytes are `header` and
+ * whose whole length (header included) is `frameBytes`: what a streaming
+ * receiver knows before the payload has arrived.
+ */
+export function parseHeader(headerBytes: Uint8Array, frameBytes: number): FrameHeader {
+  if (frameBytes < HEADER_BYTES || headerBytes.byteLength < HEADER_BYTES) {
+    throw new FrameError(`frame of ${frameBytes} bytes is shorter than the ${HEADER_BYTES}-byte header`);
+  }
+  const view = new DataView(headerBytes.buffer, headerBytes.byteOffset, HEADER_BYTES);
   const magic = view.getUint32(0, true);
   if (magic !== FRAME_MAGIC) {
     throw new FrameError(
@@ -113,9 +150,14 @@ export function readHeader(frame: Uint8Array): FrameHeader {
         'the peer is not an all-reduce endpoint of this version',
     );
   }
-  const type = view.getUint32(4, true);
+  const typeField = view.getUint32(4, true);
+  const type = typeField & 0xff;
+  const wire = typeField >>> 8;
   if (typeof FrameType[type] !== 'string') {
-    throw new FrameError(`unknown frame type ${type}`);
+    throw new FrameError(`unknown frame type ${typeField}`);
+  }
+  if (wire >= WIRE_BY_CODE.length) {
+    throw new FrameError(`unknown wire format code ${wire} in a ${FrameType[type]} frame (known: ${WIRE_BY_CODE.join(', ')})`);
   }
   const header: FrameHeader = {
     type: type as FrameType,
@@ -127,11 +169,15 @@ export function readHeader(frame: Uint8Array): FrameHeader {
     offset: view.getUint32(28, true),
     count: view.getUint32(32, true),
   };
-  const expectedBytes = HEADER_BYTES + header.count * 4;
-  if (frame.byteLength !== expectedBytes) {
+  // Only 16-bit frames name their wire, so fp32 headers read as before.
+  if (wire !== 0) header.wire = wire as WireCode;
+  const width = WIRE_BYTES[wire];
+  const expectedBytes = HEADER_BYTES + header.count * width;
+  if (frameBytes !== expectedBytes) {
+    const what = wire === 0 ? 'floats' : `${WIRE_BY_CODE[wire]} elements`;
     throw new FrameError(
-      `${FrameType[header.type]} frame is ${frame.byteLength} bytes but its header announces ` +
-        `${header.count} floats (${expectedBytes} bytes)`,
+      `${FrameType[header.type]} frame is ${frameBytes} bytes but its header announces ` +
+        `${header.count} ${what} (${expectedBytes} bytes)`,
     );
   }
   if (header.offset + header.count > header.total) {

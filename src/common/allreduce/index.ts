@@ -19,6 +19,10 @@ export type { AllReducer } from './reducer.js';
 export { RingAllReducer, type RingAllReducerOptions } from './ring.js';
 export { StarAllReducer, StarHub, type StarOptions } from './star.js';
 export { AllReduceError } from './errors.js';
+export {
+  createSharedRegion, MAX_SHARED_RANKS, prepareSharedRegion, sharedRegionCapacity, SharedMemoryAllReducer,
+  type SharedMemoryOptions, type SharedRegion,
+} from './shared-memory.js';
 export { DEFAULT_CHUNK_ELEMENTS, RingLayout } from './layout.js';
 export { createMemoryLinkPair, createMemoryRing, type MemoryLinkOptions } from './transport/memory.js';
 export { DEFAULT_MAX_FRAME_BYTES, type PeerAddress } from './transport/ws-handshake.js';

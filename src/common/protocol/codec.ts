@@ -17,7 +17,8 @@ type FieldKind = 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 
 /** Field kinds of every message type; validation rejects missing or mistyped fields. */
 const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   hello: { protocol: 'number', token: 'string', backend: 'string?' },
-  ready: { ringAddress: 'address?', backend: 'string' },
+  // localRegion and connect.reducer are optional: peers before them send neither, and ignore them.
+  ready: { ringAddress: 'address?', backend: 'string', localRegion: 'string?' },
   // lossSum may be NaN or Inf on a bad step, which the coordinator reports and skips.
   step: {
     step: 'number', lossSum: 'float', correct: 'number', count: 'number', localNonFinite: 'boolean', skipped: 'boolean',
@@ -37,7 +38,7 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
     weights: 'f32', momentum: 'f32', runningStats: 'f32', stateIncluded: 'boolean', stateChecksum: 'string', step: 'number', allreduce: 'string', tag: 'number', checksumEvery: 'number', heartbeatMs: 'number',
   },
   dataset: { hash: 'string', blob: 'u8' },
-  connect: { peer: 'address?' },
+  connect: { peer: 'address?', reducer: 'string?' },
   epoch: { epoch: 'number', from: 'number', steps: 'number' },
   snapshot: {},
   done: {},

@@ -39,6 +39,13 @@ export interface ReadyMessage {
   ringAddress: HostPort | null;
   /** The backend actually in use, for the coordinator's log. */
   backend: string;
+  /**
+   * Optional (absent before it was added): the id of the shared-memory region
+   * this worker shares with the coordinator's other local threads, or null.
+   * When every member reports the coordinator's own region, `connect` says
+   * `reducer: 'shared-memory'`.
+   */
+  localRegion?: string | null;
 }
 
 /** One optimizer step done; the sums are over this rank's shard only. */
@@ -196,6 +203,12 @@ export interface ConnectMessage {
   type: 'connect';
   /** Ring: the previous rank's address. Star: the hub's address. Null for a world of one. */
   peer: HostPort | null;
+  /**
+   * Optional (absent before it was added): 'shared-memory' when every member
+   * is a thread of the coordinator's process sharing its region; the members
+   * then all-reduce through it and ignore `peer`. Null or absent: `peer`.
+   */
+  reducer?: string | null;
 }
 
 /** Train global batches `from` .. `from + steps - 1` of `epoch`, one `step` report each. */

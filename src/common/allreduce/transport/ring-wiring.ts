@@ -2,10 +2,12 @@
 // connects to its predecessor, which gives it the two links of RingLinks.
 //
 // Orientation: client-to-server messages must be masked (RFC 6455), which
-// makes ws XOR and copy the whole payload. Data therefore flows server ->
-// client on every ring link: rank r listens, rank r+1 mod N connects to it,
-// and each rank *receives* on the connection it opened (toNext is the
-// accepted socket, fromPrev the one it opened).
+// would cost a pass over every byte. Data therefore flows server -> client
+// on every ring link: rank r listens, rank r+1 mod N connects to it, and
+// each rank *receives* on the connection it opened (toNext is the accepted
+// socket, a WsVectorLink that sends header + payload views with writev;
+// fromPrev the one it opened, a WsStreamLink, our own client that parses
+// frames straight into the gradient; see those files).
 //
 // The ring handshake, for rank r of N (the coordinator relays addresses):
 //
@@ -23,7 +25,7 @@
 
 import { checkRankAndWorld, checkTag } from '../checks.js';
 import { errorMessage } from '../errors.js';
-import { connectPeer } from './ws-client.js';
+import { connectStreamPeer } from './ws-stream-link.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_FRAME_BYTES, type PeerAddress } from './ws-handshake.js';
 import { PeerServer } from './ws-server.js';
 import type { RingLinks } from './link.js';
@@ -86,8 +88,7 @@ export class RingEndpoint {
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const prev = (this.rank - 1 + this.worldSize) % this.worldSize;
     const next = (this.rank + 1) % this.worldSize;
-    const fromPrevP = connectPeer(prevAddress, {
-      role: 'ring',
+    const fromPrevP = connectStreamPeer(prevAddress, {
       rank: this.rank,
       worldSize: this.worldSize,
       tag: this.tag,
@@ -95,7 +96,6 @@ export class RingEndpoint {
       serverName: `rank ${prev}`,
       maxFrameBytes: this.maxFrameBytes,
       timeoutMs,
-      zeroMask: false, // this side never sends data
     });
     const toNextP = this.server.waitFor(next, timeoutMs);
     try {

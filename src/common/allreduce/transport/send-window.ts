@@ -29,6 +29,35 @@ export class SendWindow {
     this.throwIfFailed();
   }
 
+  /**
+   * Tracks a send already started (`done` settles when its bytes are
+   * flushed). Returns a promise to wait on only when the window is over its
+   * limit, else undefined, so a caller on the hot path makes no promise per
+   * frame. `onSettled` runs once that send settles (to recycle its buffer).
+   */
+  track(done: Promise<void>, bytes: number, onSettled?: () => void, wait = true): Promise<void> | undefined {
+    const settled = done.then(
+      () => onSettled?.(),
+      (err: unknown) => {
+        onSettled?.();
+        this.firstError ??= err instanceof Error ? err : new Error(String(err));
+      },
+    );
+    this.pending.push({ done: settled, bytes });
+    this.inFlightBytes += bytes;
+    // wait = false: a caller that must not be held back (the ring's forwards);
+    // its errors surface on the next waiting call or on drain().
+    if (!wait) return undefined;
+    if (this.firstError) return Promise.reject(this.firstError);
+    if (this.inFlightBytes > this.maxInFlightBytes && this.pending.length > 1) return this.shrink();
+    return undefined;
+  }
+
+  private async shrink(): Promise<void> {
+    while (this.inFlightBytes > this.maxInFlightBytes && this.pending.length > 1) await this.retireOldest();
+    this.throwIfFailed();
+  }
+
   /** Waits until everything sent so far has been flushed. */
   async drain(): Promise<void> {
     while (this.pending.length > 0) await this.retireOldest();

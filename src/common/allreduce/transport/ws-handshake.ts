@@ -21,7 +21,7 @@
 //
 // Both sides then hold one Link each; nothing else is exchanged before data.
 
-import { FrameType, HEADER_BYTES, MAX_U32, readHeader, writeHeader } from '../frame.js';
+import { FrameType, HEADER_BYTES, MAX_U32, readHeader, writeHeader, type FrameHeader } from '../frame.js';
 
 /**
  * Default largest accepted message: 64 MiB, far above the default 1 MiB
@@ -68,6 +68,14 @@ export function helloFrame(tag: number, senderId: number, worldSize: number): Ui
   const frame = new Uint8Array(HEADER_BYTES);
   writeHeader(frame, { type: FrameType.Hello, tag, seq: 0, total: worldSize, stage: senderId, chunk: 0, offset: 0, count: 0 });
   return frame;
+}
+
+/** Step 5 on a parsed header: throws unless `h` is the hello of server `id` in this run and world size. */
+export function checkHelloHeader(h: FrameHeader, expected: { tag: number; id: number; worldSize: number }): void {
+  if (h.type !== FrameType.Hello) throw new Error(`expected a Hello frame, got ${FrameType[h.type]}`);
+  if (h.tag !== expected.tag || h.stage !== expected.id || h.total !== expected.worldSize) {
+    throw new Error(`hello names tag ${h.tag}, id ${h.stage}, world size ${h.total}; expected ${expected.tag}, ${expected.id}, ${expected.worldSize}`);
+  }
 }
 
 /** Step 5: throws unless `data` is the hello of server `id` in this run and world size. */

@@ -24,7 +24,7 @@ export class WsLink implements Link {
   private readonly inbox = new FrameQueue();
 
   constructor(
-    private readonly ws: WebSocket,
+    protected readonly ws: WebSocket,
     readonly peer: string,
     readonly maxFrameBytes: number,
   ) {

@@ -6,10 +6,11 @@
 
 import { WebSocket, WebSocketServer } from 'ws';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 import { helloFrame, HUB_ID, readPeerUrl, type PeerAddress, type Role } from './ws-handshake.js';
 import { WsLink } from './ws-link.js';
+import { WsVectorLink } from './ws-vector-link.js';
 import type { Link } from './link.js';
 
 /** Whom a PeerServer admits. */
@@ -40,7 +41,12 @@ export class PeerServer {
     private readonly expect: Expectation,
     readonly address: PeerAddress,
   ) {
-    wss.on('connection', (ws, req) => this.onConnection(ws, req));
+    // ws does the opening handshake; we route the upgrade ourselves only to
+    // keep the raw socket, on which a ring link sends its frames
+    // (ws-vector-link.ts).
+    http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, req, socket));
+    });
     wss.on('error', (err) => this.failAll(new Error(`all-reduce server failed: ${err.message}`)));
   }
 
@@ -49,7 +55,7 @@ export class PeerServer {
     // can stop listening without waiting for the accepted connections to end.
     const http = createServer();
     const wss = new WebSocketServer({
-      server: http,
+      noServer: true,
       perMessageDeflate: false,
       maxPayload: expect.maxFrameBytes,
       clientTracking: false,
@@ -114,7 +120,7 @@ export class PeerServer {
   }
 
   /** Steps 3 and 4: admit or refuse, then greet. */
-  private onConnection(ws: WebSocket, req: IncomingMessage): void {
+  private onConnection(ws: WebSocket, req: IncomingMessage, socket: Socket): void {
     const claim = readPeerUrl(req.url);
     const problem = this.refusalReason(claim);
     if (problem) {
@@ -123,7 +129,10 @@ export class PeerServer {
       return;
     }
     const { rank } = claim;
-    const link = new WsLink(ws, `rank ${rank}`, this.expect.maxFrameBytes);
+    const link =
+      this.expect.role === 'ring'
+        ? new WsVectorLink(ws, socket, `rank ${rank}`, this.expect.maxFrameBytes)
+        : new WsLink(ws, `rank ${rank}`, this.expect.maxFrameBytes);
     this.accepted.set(rank, link);
     ws.send(helloFrame(this.expect.tag, this.expect.selfId, this.expect.worldSize), { binary: true });
     const waiter = this.waiting.get(rank);
