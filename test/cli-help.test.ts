@@ -185,6 +185,12 @@ describe('coordinator', () => {
     }
   });
 
+  test('--wire is one of fp32, bf16, fp16, and needs the ring', async () => {
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--wire', 'int8']), 'coordinator', /'--wire <format>' argument 'int8' is invalid/);
+    expectUsageError(await bin('coordinator/cli.js', ['--workers', '2', '--wire', 'bf16', '--allreduce', 'star']), 'coordinator',
+      /--wire bf16 needs --allreduce ring: the star sums in fp32/);
+  });
+
   test('--gpus takes GPU UUIDs and MIG ids, indexes into an inherited CUDA_VISIBLE_DEVICES, and refuses more workers than GPUs', async () => {
     expectUsageError(await bin('coordinator/cli.js', ['--gpus', '0,gpu1']), 'coordinator',
       /'--gpus <ids>' argument '0,gpu1' is invalid\. expected GPU ids like 0,1,2,3, GPU-<uuid> or MIG-<uuid>, got "gpu1"/);

@@ -3,6 +3,7 @@
 // it trains in this process; otherwise it coordinates N data-parallel workers,
 // --local-workers of them as threads here and the rest joining with
 // `worker --connect host:port --token T`.
+import { WIRE_NAMES } from '../common/allreduce/wire-format.js';
 import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { TlsFiles } from './dashboard/http-server.js';
@@ -36,6 +37,8 @@ const program = addTrainOptions(
     .addOption(new Option('--port <n>', 'control server port (0: any free port)').default(DEFAULT_PORT).argParser(portFlag))
     .option('--token <secret>', `shared secret remote workers must present (or ${TOKEN_ENV})`)
     .addOption(new Option('--allreduce <kind>', 'gradient all-reduce algorithm').choices(['ring', 'star']).default('ring'))
+    .addOption(new Option('--wire <format>', "the ring's wire format: bf16 and fp16 halve the bytes and are compressed (lossy sums; replicas stay bit-identical)")
+      .choices([...WIRE_NAMES]).default('fp32'))
     .addOption(new Option('--checksum-every <steps>', 'compare the replicas\' weights every N steps').default(50).argParser(intFlag(1)))
     .option('--per-worker-batch', '--batch-size is per worker: global batch and lr scale by --workers (linear scaling rule; add --warmup-epochs)', false)
     .addOption(new Option('--local-mode <mode>', 'local workers as threads or child processes (default: process for the tensorflow backend, else thread)').choices(['thread', 'process']))
@@ -68,6 +71,7 @@ await runMain('coordinator', async () => {
   if (requestedGpus && opts.localMode === 'thread') throw new UsageError('--gpus needs local worker processes: drop --local-mode thread');
   const threadRefusal = opts.localMode === 'thread' ? threadModeRefusal(opts.backend) : null;
   if (threadRefusal !== null) throw new UsageError(threadRefusal);
+  if (opts.wire !== 'fp32' && opts.allreduce !== 'ring') throw new UsageError(`--wire ${opts.wire} needs --allreduce ring: the star sums in fp32`);
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new UsageError('--tls-cert and --tls-key go together: pass both, or neither');
   const tls = opts.tlsCert ? readTlsFiles(opts.tlsCert, opts.tlsKey) : undefined;
   const cfg = configFromOptions(opts);
@@ -82,7 +86,7 @@ await runMain('coordinator', async () => {
   const gpus = localMode === 'process' ? localGpus(localWorkers, requestedGpus, opts.backend, log) : undefined;
   const result = await runCoordinator(cfg, {
     workers: opts.workers, localWorkers, host: opts.host, port: opts.port, token: opts.token,
-    allreduce: opts.allreduce, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
+    allreduce: opts.allreduce, wire: opts.wire, checksumEvery: opts.checksumEvery, perWorkerBatch: opts.perWorkerBatch,
     localMode, gpus, dashboard: opts.dashboard === 'true', tls, workerTimeoutMs: 1000 * opts.workerTimeout,
     firstStepTimeoutMs: 1000 * opts.firstStepTimeout, onWorkerLoss: opts.onWorkerLoss, log, progressStream: process.stdout,
   });

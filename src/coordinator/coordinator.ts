@@ -7,6 +7,7 @@
 // Lost workers and late joiners change the group (membership.ts). See
 // docs/PROTOCOL.md for the message order.
 
+import type { WireName } from '../common/allreduce/wire-format.js';
 import type { TrainConfig } from '../common/training/config.js';
 import { encodeDataset } from '../common/data/dataset-cache.js';
 import type { Dataset } from '../common/data/types.js';
@@ -41,6 +42,8 @@ export interface CoordinatorOptions {
   /** Shared secret; default $TFJS_DDP_TOKEN, or a random one when every worker is local. */
   token?: string;
   allreduce?: AllReduceKind;
+  /** The ring's wire format; default fp32. bf16 and fp16 are compressed (lossy sums), and the run's log says so. */
+  wire?: WireName;
   /** Compare the replicas' weight checksums every this many steps (and at the end); default 50. */
   checksumEvery?: number;
   /**
@@ -91,10 +94,13 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   const cfg = options.perWorkerBatch ? linearScaling(requested, worldSize, log) : requested;
   const checksumEvery = options.checksumEvery ?? 50;
   const allreduce = options.allreduce ?? 'ring';
+  const wire = options.wire ?? 'fp32';
+  if (allreduce !== 'ring' && wire !== 'fp32') throw new Error(`--wire ${wire} needs the ring all-reduce: the star sums in fp32 (drop --wire or --allreduce star)`);
   const token = resolveToken(options.token, worldSize - localCount);
 
   // Workers receive the data from here (or from their cache), so only the coordinator needs the files.
-  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce`);
+  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce` +
+    (wire === 'fp32' ? '' : `, ${wire} wire (compressed: lossy sums)`));
   const dataset = datasetForWorkers(data);
   const feed = options.dashboard === false
     ? null
@@ -119,7 +125,7 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     return Promise.race([work, local.startupFailure]);
   };
   const setup: GroupSetup = {
-    cfg, allreduce, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))), hubHost: address.host,
+    cfg, allreduce, wire, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))), hubHost: address.host,
     ...dataset, log, feed, sharedRegion: local?.sharedRegion ?? null,
   };
   let membership: Membership | null = null;

@@ -20,6 +20,7 @@ import type { RunState } from '../common/training/run-state.js';
 import {
   prepareSharedRegion, sharedRegionCapacity, StarHub, StarHubServer, type SharedRegion,
 } from '../common/allreduce/index.js';
+import type { WireName } from '../common/allreduce/wire-format.js';
 import {
   configHash, type AllReduceKind, type ControlConnection, type ControlMessage, type MessageOfType,
 } from '../common/protocol/index.js';
@@ -46,6 +47,8 @@ export class MemberFailure extends Error {
 export interface GroupSetup {
   cfg: TrainConfig;
   allreduce: AllReduceKind;
+  /** The ring's wire format (fp32 unless --wire says otherwise); the star and shared memory are fp32. */
+  wire: WireName;
   checksumEvery: number;
   heartbeatMs: number;
   /** Host of the star hub (the coordinator's interface). */
@@ -146,7 +149,7 @@ function sendInits(members: Member[], state: RunState, setup: GroupSetup, holder
         type: 'init', rank, worldSize, config: cfg, configHash: hash, datasetHash: setup.datasetHash, datasetBytes: setup.datasetBytes,
         weights: holds ? none : state.weights, momentum: holds ? none : state.momentum, runningStats: state.runningStats,
         stateIncluded: !holds, stateChecksum: holds ? holders!.checksum : '', step: state.step,
-        allreduce, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
+        allreduce, wire: setup.wire, tag, checksumEvery: setup.checksumEvery, heartbeatMs: setup.heartbeatMs,
       });
     } catch (err) {
       unreachable ??= err as MemberFailure;
@@ -191,7 +194,8 @@ async function wireAllReduce(
     if (shared) {
       // Every member waits for connect and no older group's reducer is open (its members halted): reset it for this group.
       prepareSharedRegion(shared, tag, worldSize);
-      setup.log(`all-reduce: shared memory between ${worldSize} local threads (region ${shared.id})`);
+      setup.log(`all-reduce: shared memory between ${worldSize} local threads (region ${shared.id})` +
+        (setup.wire === 'fp32' ? '' : `, in fp32: --wire ${setup.wire} applies to ring links only`));
     }
     members.forEach((m, rank) => {
       const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;

@@ -151,7 +151,7 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
           reducer = new SharedMemoryAllReducer(ctx.sharedRegion!, { rank, worldSize, tag: init.tag });
         } else {
           reducer = endpoint
-            ? new RingAllReducer(await endpoint.connect(peer!), { tag: init.tag })
+            ? new RingAllReducer(await endpoint.connect(peer!), { tag: init.tag, wire: init.wire ?? 'fp32' })
             : new StarAllReducer(await connectToStarHub(peer!, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
         }
       } catch (err) {

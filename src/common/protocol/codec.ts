@@ -35,7 +35,7 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   refused: { reason: 'string' },
   init: {
     rank: 'number', worldSize: 'number', config: 'object', configHash: 'string', datasetHash: 'string', datasetBytes: 'number',
-    weights: 'f32', momentum: 'f32', runningStats: 'f32', stateIncluded: 'boolean', stateChecksum: 'string', step: 'number', allreduce: 'string', tag: 'number', checksumEvery: 'number', heartbeatMs: 'number',
+    weights: 'f32', momentum: 'f32', runningStats: 'f32', stateIncluded: 'boolean', stateChecksum: 'string', step: 'number', allreduce: 'string', wire: 'string?', tag: 'number', checksumEvery: 'number', heartbeatMs: 'number',
   },
   dataset: { hash: 'string', blob: 'u8' },
   connect: { peer: 'address?', reducer: 'string?' },

@@ -3,6 +3,7 @@
 // the rules of who waits for whom are in docs/PROTOCOL.md. Gradients never
 // travel here: they go through the all-reduce links (src/common/allreduce).
 
+import type { WireName } from '../allreduce/wire-format.js';
 import type { TrainConfig } from '../training/config.js';
 
 /** Bumped on any incompatible change to the messages below. */
@@ -183,6 +184,11 @@ export interface InitMessage {
   /** Optimizer steps already taken (0 for a fresh run: the first step initialises the momentum). */
   step: number;
   allreduce: AllReduceKind;
+  /**
+   * The ring's wire format (`--wire`); absent means fp32, so a coordinator
+   * that predates the field is read as fp32. bf16/fp16 are compressed.
+   */
+  wire?: WireName;
   /** Tag of this group's all-reduce frames, fresh for every group, so frames from another run or a halted group are rejected. */
   tag: number;
   /** Workers include a checksum in `step` every this many steps. */
