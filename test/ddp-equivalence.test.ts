@@ -9,6 +9,7 @@ import { readMetrics } from '../src/common/io/metrics.js';
 import { listCheckpoints, loadNewestValidCheckpoint } from '../src/common/io/checkpoint.js';
 import { train } from '../src/common/training/single-process.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
+import { relativeError } from './helpers/compare.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-eq-'));
 
@@ -22,16 +23,6 @@ function tinyConfig(overrides: Partial<TrainConfig>): TrainConfig {
 }
 
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 describe('distributed data-parallel training', () => {
   test('without normalisation, 1, 2 and 3 workers end with the single-process weights after 5 steps', async () => {

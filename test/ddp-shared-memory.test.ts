@@ -11,6 +11,7 @@ import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { SHARED_MEMORY_ENV } from '../src/coordinator/local-workers.js';
 import { THROW_FAULT_ENV } from '../src/worker/worker.js';
+import { relativeError } from './helpers/compare.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-shm-'));
 
@@ -20,16 +21,6 @@ function tinyConfig(overrides: Partial<TrainConfig>): TrainConfig {
     trainLimit: 36, testLimit: 12, batchSize: 12, epochs: 2, seed: 3, plots: false, loaderThreads: 1,
     out: tmp(), ...overrides,
   };
-}
-
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
 }
 
 afterEach(() => {

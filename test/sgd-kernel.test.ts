@@ -2,17 +2,11 @@
 // JavaScript reference, bit for bit: every case of the step (first step,
 // momentum, weight decay, either off), lengths that leave a tail after the
 // 4-lane loop, and non-finite gradients anywhere, which must change nothing.
-// Also: the committed bytes are the .wat's, and the spare buffers are the undo.
+// Also: the spare buffers are the undo (the committed bytes: test/wasm-kernels.test.ts).
 import { describe, expect, test } from 'vitest';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { sgdInto, sgdStep, type SgdHyper } from '../src/common/optim/sgd.js';
 import { SgdBuffers, sgdKernelAvailable } from '../src/common/optim/sgd-buffers.js';
-import { SGD_KERNEL_BASE64 } from '../src/common/optim/sgd-kernel-bytes.js';
-import { assembleSgdKernel, renderKernelModule } from '../scripts/sgd-kernel-source.js';
-import fs from 'node:fs';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 function lcg(seed: number): () => number {
@@ -30,12 +24,6 @@ const HYPERS: SgdHyper[] = [
   { lr: 0.5, momentum: 0.9, weightDecay: 0 },
   { lr: 1e-3, momentum: 0, weightDecay: 0 },
 ];
-
-test('the committed kernel bytes are a fresh assembly of sgd-kernel.wat', async () => {
-  const fresh = await assembleSgdKernel(repo);
-  expect(Buffer.from(SGD_KERNEL_BASE64, 'base64').equals(Buffer.from(fresh))).toBe(true);
-  expect(fs.readFileSync(path.join(repo, 'src/common/optim/sgd-kernel-bytes.ts'), 'utf8')).toBe(renderKernelModule(fresh));
-});
 
 test('this Node runs the SIMD kernel', () => {
   expect(sgdKernelAvailable()).toBe(true);

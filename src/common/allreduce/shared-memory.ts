@@ -43,7 +43,7 @@
 import { AllReduceError } from './errors.js';
 import type { AllReducer } from './reducer.js';
 import { ReduceGuard } from './reduce-guard.js';
-import { SHARED_SUM_BASE64 } from './shared-memory-kernel.js';
+import { SHARED_SUM_BASE64 } from './shared-memory-kernel-bytes.js';
 
 const MAGIC = 0x53484d31; // 'SHM1'
 const HEADER_BYTES = 4096;

@@ -4,7 +4,7 @@
 ;; close to memory speed. Same bits as the JavaScript kernels of
 ;; wire-format.ts (test/wire-format.test.ts checks both against a reference).
 ;;
-;; Built by scripts/build-wire-kernel.ts into wire-kernel-bytes.ts. The module
+;; Built by scripts/build-wasm-kernels.ts into wire-kernel-bytes.ts. The module
 ;; owns its memory: region A (floats, 64 KiB) at 0 and region B (wire bytes,
 ;; 64 KiB) at 65536; the caller copies a block of at most 16384 elements in,
 ;; runs one function, and copies the result out. $n is the element count

@@ -6,7 +6,7 @@
 ;; operation to float32 exactly as Math.fround does, so the result is the same
 ;; bits as the JavaScript reference (sgdStep in sgd.ts; test/sgd-kernel.test.ts).
 ;;
-;; Built by scripts/build-sgd-kernel.ts into sgd-kernel-bytes.ts. All
+;; Built by scripts/build-wasm-kernels.ts into sgd-kernel-bytes.ts. All
 ;; pointers are byte offsets into the imported memory, 4-byte aligned.
 (module
   (import "env" "memory" (memory 1))

@@ -50,6 +50,7 @@ import {
 } from './ws-frame.js';
 import { checkHelloHeader, peerUrl, type PeerAddress } from './ws-handshake.js';
 import type { Link } from './link.js';
+import type { ConnectOptions } from './ws-client.js';
 
 /** Header scratch: reads of at most READ_BYTES into a buffer twice that size always leave room. */
 const READ_BYTES = 64 * 1024;
@@ -59,16 +60,8 @@ const PAYLOAD_SCRATCH_BYTES = 256 * 1024;
 const MAX_HTTP_RESPONSE_BYTES = 16 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 
-export interface StreamConnectOptions {
-  rank: number;
-  worldSize: number;
-  tag: number;
-  /** Id the server must answer with in its hello. */
-  serverId: number;
-  serverName: string;
-  maxFrameBytes: number;
-  timeoutMs: number;
-}
+/** What ws-client.ts's connect takes, less what a ring data link never varies (it is always the client, never masked). */
+export type StreamConnectOptions = Omit<ConnectOptions, 'role' | 'zeroMask'>;
 
 type State = 'http' | 'frame' | 'payload';
 type Target = 'scratch' | 'dest' | 'pay';

@@ -1,16 +1,12 @@
-// The sum kernel of the shared-memory all-reduce (shared-memory.ts): f32x4
-// adds over a shared WebAssembly memory (the region every local thread sees).
-// `add2(dst, a, b, n)`: dst[i] = a[i] + b[i]; `addTo(dst, src, n)`:
-// dst[i] += src[i]; byte addresses, n floats, any alignment. Each add is one
-// IEEE float32 addition (round to nearest even), the same as Math.fround(a + b),
-// so chaining them in rank order gives the sequential float32 sum exactly.
-//
-// SHARED_SUM_WAT is the source; SHARED_SUM_BASE64 is its assembly by wabt
-// (`parseWat(..., { simd: true, threads: true }).toBinary({})`), which
-// test/shared-memory-allreduce.test.ts re-assembles and compares, so the two
-// cannot drift apart.
-
-export const SHARED_SUM_WAT = `
+;; The sum kernel of the shared-memory all-reduce (shared-memory.ts): f32x4
+;; adds over a shared WebAssembly memory (the region every local thread sees).
+;; `add2(dst, a, b, n)`: dst[i] = a[i] + b[i]; `addTo(dst, src, n)`:
+;; dst[i] += src[i]; byte addresses, n floats, any alignment. Each add is one
+;; IEEE float32 addition (round to nearest even), the same as Math.fround(a + b),
+;; so chaining them in rank order gives the sequential float32 sum exactly.
+;;
+;; Built by scripts/build-wasm-kernels.ts into shared-memory-kernel-bytes.ts
+;; (threads on, for the shared memory).
 (module
   (import "env" "memory" (memory 1 65536 shared))
   (func (export "add2") (param $dst i32) (param $a i32) (param $b i32) (param $n i32)
@@ -35,6 +31,3 @@ export const SHARED_SUM_WAT = `
         (br $s))))
   (func (export "addTo") (param $dst i32) (param $src i32) (param $n i32)
     (call 0 (local.get $dst) (local.get $dst) (local.get $src) (local.get $n))))
-`;
-
-export const SHARED_SUM_BASE64 = 'AGFzbQEAAAABDgJgBH9/f38AYAN/f38AAhIBA2VudgZtZW1vcnkCAwGAgAQDAwIAAQcQAgRhZGQyAAAFYWRkVG8AAQqYAQKIAQECfyAAIANBAnRqIQUgACADQXxxQQJ0aiEEAkADQCAAIARPDQEgACAB/QAEACAC/QAEAP3kAf0LBAAgAEEQaiEAIAFBEGohASACQRBqIQIMAAsLAkADQCAAIAVPDQEgACABKgIAIAIqAgCSOAIAIABBBGohACABQQRqIQEgAkEEaiECDAALCwsMACAAIAAgASACEAAL';
