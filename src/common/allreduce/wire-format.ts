@@ -400,10 +400,29 @@ function lanes(k: number): number {
   return (k + 7) & ~7;
 }
 
-function wasmHalfFormat(name: 'bf16' | 'fp16', ex: KernelExports): WireFormat {
+/**
+ * Streams `n` elements through the kernel's scratch memory, BLOCK at a time:
+ * copies in what the kernel reads (`floatsIn`: float bytes, `wireIn`: wire
+ * bytes of `wireWidth` each), runs it, and copies out what it wrote.
+ */
+function throughKernel(
+  ex: KernelExports, n: number, wireWidth: number, run: (lanes: number) => void,
+  io: { floatsIn?: Uint8Array; wireIn?: Uint8Array; floatsOut?: Uint8Array; wireOut?: Uint8Array },
+): void {
   const mem = new Uint8Array(ex.memory.buffer);
   const floats = mem.subarray(0, BLOCK * 4);
-  const wire = mem.subarray(WIRE_AT, WIRE_AT + BLOCK * 2);
+  const wire = mem.subarray(WIRE_AT, WIRE_AT + BLOCK * wireWidth);
+  for (let i = 0; i < n; i += BLOCK) {
+    const k = Math.min(BLOCK, n - i);
+    if (io.floatsIn) floats.set(io.floatsIn.subarray(4 * i, 4 * (i + k)));
+    if (io.wireIn) wire.set(io.wireIn.subarray(wireWidth * i, wireWidth * (i + k)));
+    run(lanes(k));
+    io.floatsOut?.set(floats.subarray(0, 4 * k), 4 * i);
+    io.wireOut?.set(wire.subarray(0, wireWidth * k), wireWidth * i);
+  }
+}
+
+function wasmHalfFormat(name: 'bf16' | 'fp16', ex: KernelExports): WireFormat {
   const enc = name === 'bf16' ? ex.bf16Encode : ex.fp16Encode;
   const dec = name === 'bf16' ? ex.bf16Decode : ex.fp16Decode;
   const acc = name === 'bf16' ? ex.bf16Accumulate : ex.fp16Accumulate;
@@ -412,69 +431,32 @@ function wasmHalfFormat(name: 'bf16' | 'fp16', ex: KernelExports): WireFormat {
     name,
     bytesPerElement: 2 as const,
     encode(src: Float32Array, dst: Uint8Array): void {
-      const n = src.length;
-      checkLengths(`${name} encode`, dst, n, 2);
-      const s = bytesOf(src);
-      for (let i = 0; i < n; i += BLOCK) {
-        const k = Math.min(BLOCK, n - i);
-        floats.set(s.subarray(4 * i, 4 * (i + k)));
-        enc(lanes(k));
-        dst.set(k === BLOCK ? wire : wire.subarray(0, 2 * k), 2 * i);
-      }
+      checkLengths(`${name} encode`, dst, src.length, 2);
+      throughKernel(ex, src.length, 2, enc, { floatsIn: bytesOf(src), wireOut: dst });
     },
     decodeInto(bytes: Uint8Array, dst: Float32Array): void {
-      const n = dst.length;
-      checkLengths(`${name} decodeInto`, bytes, n, 2);
-      const d = bytesOf(dst);
-      for (let i = 0; i < n; i += BLOCK) {
-        const k = Math.min(BLOCK, n - i);
-        wire.set(bytes.subarray(2 * i, 2 * (i + k)));
-        dec(lanes(k));
-        d.set(k === BLOCK ? floats : floats.subarray(0, 4 * k), 4 * i);
-      }
+      checkLengths(`${name} decodeInto`, bytes, dst.length, 2);
+      throughKernel(ex, dst.length, 2, dec, { wireIn: bytes, floatsOut: bytesOf(dst) });
     },
     accumulate(bytes: Uint8Array, dst: Float32Array): void {
-      const n = dst.length;
-      checkLengths(`${name} accumulate`, bytes, n, 2);
+      checkLengths(`${name} accumulate`, bytes, dst.length, 2);
       const d = bytesOf(dst);
-      for (let i = 0; i < n; i += BLOCK) {
-        const k = Math.min(BLOCK, n - i);
-        floats.set(d.subarray(4 * i, 4 * (i + k)));
-        wire.set(bytes.subarray(2 * i, 2 * (i + k)));
-        acc(lanes(k));
-        d.set(k === BLOCK ? floats : floats.subarray(0, 4 * k), 4 * i);
-      }
+      throughKernel(ex, dst.length, 2, acc, { floatsIn: d, wireIn: bytes, floatsOut: d });
     },
     roundInPlace(x: Float32Array): void {
-      const n = x.length;
       const d = bytesOf(x);
-      for (let i = 0; i < n; i += BLOCK) {
-        const k = Math.min(BLOCK, n - i);
-        floats.set(d.subarray(4 * i, 4 * (i + k)));
-        round(lanes(k));
-        d.set(k === BLOCK ? floats : floats.subarray(0, 4 * k), 4 * i);
-      }
+      throughKernel(ex, x.length, 2, round, { floatsIn: d, floatsOut: d });
     },
   });
 }
 
 function wasmFp32Format(ex: KernelExports): WireFormat {
-  const mem = new Uint8Array(ex.memory.buffer);
-  const floats = mem.subarray(0, BLOCK * 4);
-  const wire = mem.subarray(WIRE_AT, WIRE_AT + BLOCK * 4);
   return Object.freeze({
     ...FP32,
     accumulate(bytes: Uint8Array, dst: Float32Array): void {
-      const n = dst.length;
-      checkLengths('fp32 accumulate', bytes, n, 4);
+      checkLengths('fp32 accumulate', bytes, dst.length, 4);
       const d = bytesOf(dst);
-      for (let i = 0; i < n; i += BLOCK) {
-        const k = Math.min(BLOCK, n - i);
-        floats.set(d.subarray(4 * i, 4 * (i + k)));
-        wire.set(bytes.subarray(4 * i, 4 * (i + k)));
-        ex.fp32Accumulate(lanes(k));
-        d.set(k === BLOCK ? floats : floats.subarray(0, 4 * k), 4 * i);
-      }
+      throughKernel(ex, dst.length, 4, ex.fp32Accumulate, { floatsIn: d, wireIn: bytes, floatsOut: d });
     },
   });
 }
