@@ -24,7 +24,7 @@ import { Watchdog } from './watchdog.js';
 import { listenControl, type ControlServer } from './control-server.js';
 import { RunFeed } from './dashboard/run-feed.js';
 import type { TlsFiles } from './dashboard/http-server.js';
-import { defaultLocalMode, LocalWorkers, type LocalMode } from './local-workers.js';
+import { defaultLocalMode, LocalStartupError, LocalWorkers, type LocalMode } from './local-workers.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
 import { Membership, WorkersLostError, type WorkerLossPolicy } from './membership.js';
 import { trainingLoop, type LoopResult } from './training-loop.js';
@@ -119,10 +119,17 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     : null;
   const workerTimeoutMs = options.workerTimeoutMs ?? 30_000;
   // A local worker that fails before the first committed step ends the run with its own message (local-workers.ts).
-  const watched = <T>(work: Promise<T>): Promise<T> => {
+  const watched = async <T>(work: Promise<T>): Promise<T> => {
     if (!local) return work;
-    work.catch(() => {}); // when the start-up failure wins the race, this one's rejection comes later and is not news
-    return Promise.race([work, local.startupFailure]);
+    work.catch(() => {}); // when the start-up failure wins the race, this one's rejection comes later
+    try {
+      return await Promise.race([work, local.startupFailure]);
+    } catch (err) {
+      if (!(err instanceof LocalStartupError)) throw err;
+      // A worker whose step threw sent its error (rank, step, message) before its thread or process
+      // ended; the run fails on that a moment later, and it is the better message.
+      throw (await rejectionWithin(work, 2000)) ?? err;
+    }
   };
   const setup: GroupSetup = {
     cfg, allreduce, wire, checksumEvery, heartbeatMs: Math.min(5000, Math.max(100, Math.round(workerTimeoutMs / 6))), hubHost: address.host,
@@ -244,4 +251,17 @@ async function sayDone(membership: Membership, log: (line: string) => void): Pro
     }
   }
   await Promise.all(membership.members.map((m) => m.conn.closed));
+}
+
+/** The error `work` rejects with within `ms`, or null if it does not (or resolves). */
+async function rejectionWithin(work: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => null, (err: unknown) => err), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
