@@ -3,12 +3,12 @@
 //
 //   npx tsc -p . && node dist/scripts/bench-allreduce.js \
 //     [--sizes 11173962,23520842] [--workers 2,4] [--iters 5] [--warmup 2] \
-//     [--algos ring,star,gloo] [--wires fp32,bf16,fp16] [--chunk 262144] \
+//     [--algos ring,star,local,gloo] [--wires fp32,bf16,fp16] [--chunk 262144] \
 //     [--python /usr/bin/python3] [--out runs/bench-allreduce.json]
 //
 // By default every algorithm and every wire format: ring in fp32, bf16 and
-// fp16 (16-bit wires are compressed, labelled so in every row); star in fp32
-// only; gloo in fp32 and in whatever 16-bit dtypes PyTorch's gloo all-reduces
+// fp16 (16-bit wires are compressed, labelled so in every row); star and
+// local (threads of this process sharing memory) in fp32 only; gloo in fp32 and in whatever 16-bit dtypes PyTorch's gloo all-reduces
 // (its sums are then 16-bit too). Each row: algo, wire, compressed, workers,
 // elements, medianMs, busbwGBs and busbwVsTcp (the ratio to raw TCP), in the
 // JSON (`results`) and the table.
@@ -23,13 +23,12 @@
 // which is the per-link traffic of an optimal all-reduce; applied to the star too
 // so both are on one scale).
 
-import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { availableParallelism, cpus } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { Command, Option } from 'commander';
 
 import {
@@ -46,11 +45,14 @@ import {
 import { WIRE_NAMES, type WireName } from '../src/common/allreduce/wire-format.js';
 import { choiceFlag, exitOnUsageError, intFlag, listFlag, portFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
+import { measureGloo } from './gloo-allreduce.js';
+import { measureLocalAllReduce } from './bench-local-allreduce.js';
+import { measurePeakRss } from './peak-rss.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-// 'local' (shared memory between thread replicas) is measured by its own
-// helper once it lands; add it here and in measure() then.
-const ALGOS = ['ring', 'star', 'gloo'] as const;
+// 'local' is the shared-memory all-reduce of thread replicas in this process
+// (bench-local-allreduce.ts), fp32 only, like the star.
+const ALGOS = ['ring', 'star', 'local', 'gloo'] as const;
 type Algo = (typeof ALGOS)[number];
 
 // ---------------------------------------------------------------------------
@@ -327,17 +329,6 @@ async function measureAllReduce(
   return { times, peakRssMb: Math.max(...results.map((r) => r.peakRssMb)) };
 }
 
-/** PyTorch's gloo all-reduce of the same buffer, in N Python processes; throws if PyTorch is not there. */
-async function measureGloo(
-  python: string, workers: number, size: number, iters: number, warmup: number, wire: WireName,
-): Promise<{ times: number[]; peakRssMb: number }> {
-  const script = resolve(dirname(SCRIPT), '../../scripts/torch_gloo_allreduce.py');
-  const args = [script, '--world', String(workers), '--size', String(size), '--iters', String(iters), '--warmup', String(warmup), '--dtype', wire];
-  const { stdout } = await promisify(execFile)(python, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
-  const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { times_ms: number[]; peak_rss_mb: number };
-  return { times: r.times_ms, peakRssMb: r.peak_rss_mb };
-}
-
 interface Options {
   sizes: number[];
   workers: number[];
@@ -389,7 +380,7 @@ const program = exitOnUsageError(new Command('bench-allreduce')
   .addOption(internal('--rounds <n>', intFlag(1)))
   .addHelpText('after', `
 Every row (the JSON's "results" and the table) carries:
-  algo        ring, star or gloo (PyTorch's CPU all-reduce, same run)
+  algo        ring, star, local (shared memory between threads of this process) or gloo (PyTorch's CPU all-reduce, same run)
   wire        fp32, bf16 or fp16; bf16/fp16 are compressed (lossy sums), marked so
   workers     rank processes (N)
   elements    float32 elements per gradient
@@ -433,7 +424,7 @@ async function main(opts: Options): Promise<void> {
     for (const workers of workerCounts) {
       for (const algo of algos) {
         for (const wire of wires) {
-          if (algo === 'star' && wire !== 'fp32') continue; // the star sends fp32 only
+          if ((algo === 'star' || algo === 'local') && wire !== 'fp32') continue; // they sum in fp32 only
           if (algo === 'gloo' && glooMissing) continue;
           const label = `${algo} ${wire}${wire === 'fp32' ? '' : ' (compressed)'}`;
           let measured: { times: number[]; peakRssMb: number };
@@ -450,8 +441,12 @@ async function main(opts: Options): Promise<void> {
               }
               continue;
             }
+          } else if (algo === 'local') {
+            // Threads of this process: its peak RSS while they run is the row's.
+            const { result, peakRssMb } = await measurePeakRss(() => measureLocalAllReduce(workers, size, iters, warmup));
+            measured = { times: result.times, peakRssMb };
           } else {
-            measured = await measureAllReduce(algo as 'ring' | 'star', workers, size, iters, warmup, chunk, wire);
+            measured = await measureAllReduce(algo, workers, size, iters, warmup, chunk, wire);
           }
           const { times, peakRssMb } = measured;
           const s = stats(times);

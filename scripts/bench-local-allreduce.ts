@@ -11,15 +11,14 @@
 //
 // Its JSON rows have bench-allreduce's fields (algo 'local' or 'gloo', wire,
 // workers, elements, medianMs, busbwGBps), so the two can be merged.
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { Command, Option } from 'commander';
 import { runSharedMemoryThreads } from '../src/common/allreduce/shared-memory-launch.js';
 import { exitOnUsageError, intFlag, listFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
+import { measureGloo } from './gloo-allreduce.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -54,17 +53,9 @@ export async function measureLocalAllReduce(workers: number, elements: number, i
   return row('local', workers, elements, r0.times);
 }
 
-/**
- * PyTorch's gloo all-reduce of the same buffer in N processes (the slowest
- * rank per call). The same call as scripts/bench-allreduce.ts makes, which
- * does not export it.
- */
+/** PyTorch's gloo all-reduce of the same buffer in N processes (the slowest rank per call). */
 export async function measureGlooAllReduce(python: string, workers: number, elements: number, iters: number, warmup: number): Promise<LocalRow> {
-  const script = resolve(dirname(SCRIPT), '../../scripts/torch_gloo_allreduce.py');
-  const args = [script, '--world', String(workers), '--size', String(elements), '--iters', String(iters), '--warmup', String(warmup)];
-  const { stdout } = await promisify(execFile)(python, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
-  const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { times_ms: number[] };
-  return row('gloo', workers, elements, r.times_ms);
+  return row('gloo', workers, elements, (await measureGloo(python, workers, elements, iters, warmup)).times);
 }
 
 interface Options {
