@@ -13,7 +13,7 @@ describe('control messages', () => {
     const msg = {
       type: 'init', rank: 2, worldSize: 3, config: DEFAULTS, configHash: configHash(DEFAULTS),
       datasetHash: 'ab'.repeat(32), datasetBytes: 1234, weights, momentum: weights.map((w) => -w), runningStats: new Float32Array(4).fill(1),
-      stateIncluded: true, stateChecksum: '', step: 7, allreduce: 'ring', tag: 77, checksumEvery: 50, heartbeatMs: 5000,
+      stateIncluded: true, stateChecksum: '', step: 7, allreduce: 'ring', wire: 'bf16', tag: 77, checksumEvery: 50, heartbeatMs: 5000,
     } as const;
     const back = decodeMessage(encodeMessage(msg));
     expect(back).toEqual({ ...msg, weights: expect.any(Float32Array), momentum: expect.any(Float32Array), runningStats: expect.any(Float32Array) });
@@ -21,6 +21,9 @@ describe('control messages', () => {
     expect(stateChecksum(back.weights)).toBe(stateChecksum(weights));
     expect(stateChecksum(back.momentum)).toBe(stateChecksum(msg.momentum));
     expect(configHash(back.config)).toBe(msg.configHash);
+    // From a coordinator that predates --wire: no field, read as null (the worker then uses fp32).
+    const { wire: _omitted, ...older } = msg;
+    expect(decodeMessage(encodeMessage(older))).toMatchObject({ type: 'init', wire: null });
 
     // A survivor's init in a re-formed group: no weights or momentum, the checksum of its own instead.
     const survivor = decodeMessage(encodeMessage({ ...msg, weights: new Float32Array(0), momentum: new Float32Array(0), stateIncluded: false, stateChecksum: 'c0ffee' }));

@@ -185,10 +185,11 @@ export interface InitMessage {
   step: number;
   allreduce: AllReduceKind;
   /**
-   * The ring's wire format (`--wire`); absent means fp32, so a coordinator
-   * that predates the field is read as fp32. bf16/fp16 are compressed.
+   * The ring's wire format (`--wire`); absent (decoded as null) means fp32,
+   * so a coordinator that predates the field is read as fp32. bf16/fp16 are
+   * compressed.
    */
-  wire?: WireName;
+  wire?: WireName | null;
   /** Tag of this group's all-reduce frames, fresh for every group, so frames from another run or a halted group are rejected. */
   tag: number;
   /** Workers include a checksum in `step` every this many steps. */
