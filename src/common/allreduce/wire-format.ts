@@ -168,6 +168,9 @@ function bf16Decode(src: Uint16Array, dst: Int32Array, d0: number, n: number): v
   for (let i = 0; i < n; i++) dst[d0 + i] = src[i]! << 16;
 }
 
+// fp16Encode and fp16Round repeat fp16FromF32Bits's body on purpose: calling it
+// per element made this JavaScript fallback 1.5-1.8x slower (82 against
+// 124-150 ms per 23.5 M floats).
 function fp16Encode(src: Int32Array, s0: number, dst: Uint16Array, n: number): void {
   for (let i = 0; i < n; i++) {
     const u = src[s0 + i]!;
