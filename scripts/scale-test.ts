@@ -5,7 +5,13 @@
 //   npx tsc -p . && node dist/scripts/scale-test.js \
 //     [--workers 1,2,4] [--dataset fashion-mnist] [--model resnet18] [--width 8] \
 //     [--epochs 3] [--batch-size 128] [--train-limit 4096] [--test-limit 1000] \
-//     [--backend wasm] [--per-worker-batch] [--seeds 1] [--out runs/scale-test]
+//     [--backend wasm] [--per-worker-batch] [--seeds 1] [--wire fp32] [--out runs/scale-test]
+//
+// With --wire bf16|fp16 the multi-worker runs all-reduce over the ring in
+// that 16-bit format (compressed: lossy sums; the threads then skip their
+// shared memory, which sums in fp32), while N=1 has nothing to exchange: the
+// table then shows how far compressed sums move accuracy from one worker,
+// next to the spread of N=1's own seeds.
 //
 // With --seeds K every N is trained K times (seeds 0..K-1, the same K for
 // every N), and accuracies are reported as mean ± std over the seeds: the
@@ -23,6 +29,8 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
+import { SHARED_MEMORY_ENV } from '../src/coordinator/local-workers.js';
+import { WIRE_NAMES, type WireName } from '../src/common/allreduce/wire-format.js';
 import { writeLinePlotPng, type PlotSeries } from '../src/common/io/plot/line-plot.js';
 import type { EpochMetrics } from '../src/common/io/metrics.js';
 import type { BackendChoice } from '../src/common/backend/names.js';
@@ -45,6 +53,7 @@ interface Options {
   seed: number;
   seeds: number;
   perWorkerBatch: boolean;
+  wire: WireName;
   out: string;
 }
 
@@ -61,6 +70,7 @@ const program = exitOnUsageError(new Command('scale-test')
   .addOption(backendOption('wasm'))
   .addOption(new Option('--seed <n>', 'first seed').argParser(intFlag(0)).default(0))
   .addOption(new Option('--seeds <k>', 'train every N with seeds seed..seed+k-1 and report mean ± std').argParser(intFlag(1)).default(1))
+  .addOption(new Option('--wire <format>', "the ring's wire format for N > 1 (bf16, fp16: compressed)").choices([...WIRE_NAMES]).default('fp32'))
   .option('--per-worker-batch', '--batch-size is per worker: global batch and lr grow with N (linear scaling rule)', false)
   .option('--out <dir>', 'output directory: scale.png, scale.md, scale.json and each run in nN/', 'runs/scale-test'));
 
@@ -98,6 +108,8 @@ async function main(opts: Options): Promise<void> {
     tMax: opts.epochs,
   };
   const worldSizes = opts.workers;
+  // The ring carries the 16-bit format; local threads would otherwise sum in shared memory, in fp32.
+  if (opts.wire !== 'fp32') process.env[SHARED_MEMORY_ENV] = '0';
   const seedCount = opts.seeds;
 
   const rows: Row[] = [];
@@ -114,7 +126,7 @@ async function main(opts: Options): Promise<void> {
       console.log(`--- ${workers} worker(s)${seedCount > 1 ? `, seed ${seed}` : ''} ---`);
       const started = Date.now();
       const { result, peakRssMb } = await measurePeakRss(() => runCoordinator({ ...base, seed, out }, {
-        workers, port: 0, perWorkerBatch: opts.perWorkerBatch, dashboard: false, log: (line) => console.log(`  ${line}`),
+        workers, port: 0, perWorkerBatch: opts.perWorkerBatch, wire: opts.wire, dashboard: false, log: (line) => console.log(`  ${line}`),
       }));
       row.peakRssMb = Math.max(row.peakRssMb, peakRssMb);
       row.tensorMb = Math.max(row.tensorMb, result.peakTensorBytes / 2 ** 20);
@@ -160,7 +172,8 @@ async function main(opts: Options): Promise<void> {
     `${seedCount} seeds differ by up to ${seedSpreadPoints.toFixed(2)} points in test accuracy at one epoch`;
   const title = `${base.model} width ${base.width} on ${base.dataset} (${base.trainLimit} train / ${base.testLimit} test), ` +
     `${base.epochs} epochs, ${opts.perWorkerBatch ? `per-worker batch ${base.batchSize}` : `global batch ${base.batchSize}`}, ${base.backend}` +
-    (seedCount > 1 ? `, seeds ${base.seed}..${base.seed + seedCount - 1} (curves: mean)` : '');
+    (seedCount > 1 ? `, seeds ${base.seed}..${base.seed + seedCount - 1} (curves: mean)` : '') +
+    (opts.wire === 'fp32' ? '' : `, ${opts.wire} wire for N > 1 (compressed)`);
   console.log(`\n${title}\n${table}${seedSpreadLine}`);
 
   fs.mkdirSync(opts.out, { recursive: true });

@@ -30,7 +30,10 @@ const metrics = (workers: number, seed: number): Epoch[] =>
 describe('scripts/scale-test', () => {
   fashionMnist.test('trains every N with every seed on the same global batches and reports what the runs measured', async () => {
     const { stdout, maxRssMb } = await runScriptWithPeakRss('scale-test.js', ['--workers', '1,2', '--epochs', String(EPOCHS), '--train-limit', String(TRAIN), '--test-limit', '64',
-      '--seeds', '2', '--width', '2', '--batch-size', '32', '--out', out]);
+      '--seeds', '2', '--width', '2', '--batch-size', '32', '--wire', 'bf16', '--out', out]);
+    // The N=2 runs went over the ring in bf16, and the report says the sums were compressed.
+    expect(stdout).toMatch(/2 workers, ring all-reduce, bf16 wire \(compressed: lossy sums\)/);
+    expect(stdout).not.toMatch(/all-reduce: shared memory/);
 
     const report = JSON.parse(fs.readFileSync(path.join(out, 'scale.json'), 'utf8')) as { rows: Row[]; seedSpreadPoints: number };
     expect(report.rows.map((r) => r.workers)).toEqual([1, 2]);
@@ -66,6 +69,7 @@ describe('scripts/scale-test', () => {
     const md = fs.readFileSync(path.join(out, 'scale.md'), 'utf8');
     expect(md).toMatch(/\| 2 \| 32 \| [\d.]+% ± [\d.]+ \|/);
     expect(md).toContain(`N=1's own 2 seeds differ by up to ${(100 * spread).toFixed(2)} points`);
+    expect(md.split('\n')[0]).toMatch(/, bf16 wire for N > 1 \(compressed\)$/);
     expect(stdout).toContain('wrote');
   }, 120_000);
 });
