@@ -46,6 +46,7 @@ import { WIRE_NAMES, type WireName } from '../src/common/allreduce/wire-format.j
 import { choiceFlag, exitOnUsageError, intFlag, listFlag, portFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
 import { measureGloo } from './gloo-allreduce.js';
+import { stats, type Stats } from './timing-stats.js';
 import { measureLocalAllReduce } from './bench-local-allreduce.js';
 import { measurePeakRss } from './peak-rss.js';
 
@@ -240,21 +241,6 @@ async function tcpSource(bytes: number, port: number, rounds: number): Promise<v
 
 // ---------------------------------------------------------------------------
 // Parent side
-
-interface Stats {
-  medianMs: number;
-  meanMs: number;
-  stdMs: number;
-}
-
-function stats(ms: number[]): Stats {
-  const sorted = [...ms].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-  const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
-  const std = Math.sqrt(ms.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, ms.length - 1));
-  return { medianMs: median, meanMs: mean, stdMs: std };
-}
 
 interface Row extends Stats {
   algo: string;

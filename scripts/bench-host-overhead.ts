@@ -30,6 +30,7 @@ import { runMain } from '../src/common/cli/run-main.js';
 import { TrainStep } from '../src/common/training/step.js';
 import { ReplicaState } from '../src/worker/replica-state.js';
 import { seededStep } from './seeded-step.js';
+import { median } from './timing-stats.js';
 
 const program = exitOnUsageError(new Command('bench-host-overhead')
   .description("A step's host cost beyond forward/backward (gradient read, checks, undo, SGD, upload) against streaming the same bytes once; writes runs/bench-host-overhead.json")
@@ -42,7 +43,6 @@ const program = exitOnUsageError(new Command('bench-host-overhead')
 
 interface Options { model: ModelName; width: number; batch: number; steps: number; backend: BackendChoice; out: string }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const spread = (xs: number[]): string => `${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}`;
 
 /** Median time of one Float32Array copy of `n` values, after a warm-up copy. */

@@ -19,6 +19,7 @@ import { runSharedMemoryThreads } from '../src/common/allreduce/shared-memory-la
 import { exitOnUsageError, intFlag, listFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
 import { measureGloo } from './gloo-allreduce.js';
+import { median } from './timing-stats.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -32,10 +33,6 @@ export interface LocalRow {
   times: number[];
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const busbw = (workers: number, elements: number, ms: number): number => (2 * (workers - 1) / workers) * elements * 4 / (ms * 1e6);
 
