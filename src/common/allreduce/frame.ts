@@ -46,10 +46,6 @@ export function wireBytes(wire: WireCode): 2 | 4 {
   return WIRE_BYTES[wire];
 }
 
-export function wireNameOf(wire: WireCode): (typeof WIRE_BY_CODE)[number] {
-  return WIRE_BY_CODE[wire];
-}
-
 export interface FrameHeader {
   type: FrameType;
   /** Payload encoding; absent means fp32 (code 0). */
