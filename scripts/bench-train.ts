@@ -5,12 +5,14 @@
 //      cpu): forward+backward and optimizer+upload per step;
 //   2. real runs through the coordinator with 1 and 2 local wasm workers,
 //      per-worker batch 32, with the step-time breakdown the workers report
-//      (data wait, forward+backward, all-reduce, optimizer);
+//      (data wait, forward+backward, all-reduce, optimizer); with several
+//      workers, once with the gradient buckets reduced during backward
+//      (overlap on, the default) and once with one all-reduce after it;
 //   3. the same ResNet18 in PyTorch on 2 threads, where python3-torch is
 //      installed (Debian: apt-get install python3-torch), and our ratio to it.
 //
 //   npx tsc -p . && node dist/scripts/bench-train.js \
-//     [--widths 16,64] [--batch 32] [--steps 4] [--cpu-steps 1] [--workers 1,2] [--python /usr/bin/python3]
+//     [--widths 16,64] [--batch 32] [--steps 4] [--cpu-steps 1] [--workers 1,2] [--overlap on,off] [--python /usr/bin/python3]
 //
 // Writes runs/bench-train.json. The first step of every measurement is a
 // warm-up (kernel set-up) and is not timed.
@@ -24,7 +26,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, describeBackend } from '../src/common/backend/backend.js';
 import { seededStep } from './seeded-step.js';
 import { DEFAULTS } from '../src/common/training/config.js';
-import { exitOnUsageError, intFlag, listFlag } from '../src/common/cli/flags.js';
+import { choiceFlag, exitOnUsageError, intFlag, listFlag } from '../src/common/cli/flags.js';
 import { runMain } from '../src/common/cli/run-main.js';
 import { runCoordinator, type StepBreakdown } from '../src/coordinator/coordinator.js';
 import type { BackendName } from '../src/common/backend/names.js';
@@ -37,6 +39,8 @@ const program = exitOnUsageError(new Command('bench-train')
   .addOption(new Option('--steps <n>', 'timed steps per measurement (after one warm-up step)').argParser(intFlag(1)).default(4))
   .addOption(new Option('--cpu-steps <n>', 'timed steps on the cpu backend (slow)').argParser(intFlag(1)).default(1))
   .addOption(new Option('--workers <list>', 'coordinator runs with these worker counts').argParser(listFlag(intFlag(1))).default([1, 2], '1,2'))
+  .addOption(new Option('--overlap <list>', 'runs of several workers with buckets during backward (on) and one all-reduce after it (off)')
+    .argParser(listFlag(choiceFlag(['on', 'off'] as const))).default(['on', 'off'], 'on,off'))
   .option('--python <path>', 'python with torch, for the PyTorch comparison', '/usr/bin/python3')
   // Internal: part 1 for one backend in a fresh process (SIMD is fixed when wasm loads).
   .addOption(new Option('--replica-only <backend>').choices(['wasm', 'cpu', 'tensorflow']).hideHelp())
@@ -44,7 +48,7 @@ const program = exitOnUsageError(new Command('bench-train')
   .addOption(new Option('--no-simd').hideHelp()));
 
 interface BenchOptions {
-  widths: number[]; batch: number; steps: number; cpuSteps: number; workers: number[]; python: string;
+  widths: number[]; batch: number; steps: number; cpuSteps: number; workers: number[]; overlap: ('on' | 'off')[]; python: string;
   replicaOnly?: BackendName; width?: number; simd: boolean;
 }
 
@@ -115,7 +119,10 @@ function benchReplicas(o: BenchOptions): ReplicaRow[] {
 }
 
 interface RunRow {
-  width: number; workers: number; imagesPerS: number; breakdown: StepBreakdown; dataWaitShare: number;
+  width: number; workers: number;
+  /** Gradient buckets reduced during backward (false for one worker, which has no exchange). */
+  overlap: boolean;
+  imagesPerS: number; breakdown: StepBreakdown; dataWaitShare: number;
   /** Peak RSS of this process (coordinator and worker threads) during the run; the most tensors and tensor MB one worker held. */
   peakRssMb: number; tensors: number; tensorMb: number;
 }
@@ -128,24 +135,28 @@ async function benchRuns(o: BenchOptions): Promise<RunRow[]> {
   const rows: RunRow[] = [];
   for (const width of o.widths) {
     for (const workers of o.workers) {
-      const { result, peakRssMb } = await measurePeakRss(() => runCoordinator({
-        ...DEFAULTS, model: 'resnet18', width, dataset: 'synthetic', backend: 'wasm', batchSize: o.batch,
-        trainLimit: 4096, testLimit: 10, epochs: 1, maxSteps: timedSteps(o, width) + 1, plots: false,
-        out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-bench-')),
-      }, { workers, port: 0, perWorkerBatch: true, dashboard: false }));
-      const b = result.breakdown;
-      const stepMs = b.dataMs + b.gradMs + b.reduceMs + b.optimMs;
-      rows.push({
-        width, workers, imagesPerS: (1000 * o.batch * workers) / stepMs, breakdown: b, dataWaitShare: result.dataWaitShare,
-        peakRssMb, tensors: result.peakTensors, tensorMb: result.peakTensorBytes / 2 ** 20,
-      });
+      for (const overlap of workers === 1 ? [false] : o.overlap.map((v) => v === 'on')) {
+        const { result, peakRssMb } = await measurePeakRss(() => runCoordinator({
+          ...DEFAULTS, model: 'resnet18', width, dataset: 'synthetic', backend: 'wasm', batchSize: o.batch,
+          trainLimit: 4096, testLimit: 10, epochs: 1, maxSteps: timedSteps(o, width) + 1, plots: false, overlap,
+          out: fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-bench-')),
+        }, { workers, port: 0, perWorkerBatch: true, dashboard: false }));
+        const b = result.breakdown;
+        const stepMs = b.dataMs + b.gradMs + b.reduceMs + b.optimMs;
+        rows.push({
+          width, workers, overlap, imagesPerS: (1000 * o.batch * workers) / stepMs, breakdown: b, dataWaitShare: result.dataWaitShare,
+          peakRssMb, tensors: result.peakTensors, tensorMb: result.peakTensorBytes / 2 ** 20,
+        });
+      }
     }
   }
   console.log(`\n2. training runs through the coordinator (wasm, per-worker batch ${o.batch}, synthetic data)`);
-  console.log('width  workers    img/s  data wait ms  fwd+bwd ms  all-reduce ms  optimizer ms  data wait %  peak RSS MB  tensors/worker  tensor MB/worker');
+  console.log('(all-reduce ms with overlap: what the step still waits for after backward)');
+  console.log('width  workers  overlap    img/s  data wait ms  fwd+bwd ms  all-reduce ms  optimizer ms  data wait %  peak RSS MB  tensors/worker  tensor MB/worker');
   for (const r of rows) {
     const b = r.breakdown;
-    console.log(`${String(r.width).padStart(5)} ${String(r.workers).padStart(8)} ${r.imagesPerS.toFixed(1).padStart(8)} ${b.dataMs.toFixed(1).padStart(13)} ` +
+    console.log(`${String(r.width).padStart(5)} ${String(r.workers).padStart(8)} ${(r.workers === 1 ? '-' : r.overlap ? 'on' : 'off').padStart(8)} ` +
+      `${r.imagesPerS.toFixed(1).padStart(8)} ${b.dataMs.toFixed(1).padStart(13)} ` +
       `${b.gradMs.toFixed(1).padStart(11)} ${b.reduceMs.toFixed(1).padStart(14)} ${b.optimMs.toFixed(1).padStart(13)} ${(100 * r.dataWaitShare).toFixed(1).padStart(12)} ` +
       `${r.peakRssMb.toFixed(0).padStart(12)} ${String(r.tensors).padStart(15)} ${r.tensorMb.toFixed(1).padStart(17)}`);
   }

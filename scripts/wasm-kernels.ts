@@ -18,7 +18,7 @@ export interface WasmKernel {
 }
 
 export const WASM_KERNELS: readonly WasmKernel[] = [
-  { wat: 'src/common/optim/sgd-kernel.wat', out: 'src/common/optim/sgd-kernel-bytes.ts', constName: 'SGD_KERNEL_BASE64', threads: false },
+  { wat: 'src/common/optim/sgd-kernel.wat', out: 'src/common/optim/sgd-kernel-bytes.ts', constName: 'SGD_KERNEL_BASE64', threads: true },
   { wat: 'src/common/allreduce/wire-kernel.wat', out: 'src/common/allreduce/wire-kernel-bytes.ts', constName: 'WIRE_KERNEL_BASE64', threads: false },
   {
     wat: 'src/common/allreduce/shared-memory-kernel.wat', out: 'src/common/allreduce/shared-memory-kernel-bytes.ts',

@@ -68,6 +68,7 @@ const CASES: Case[] = [
   { name: 'bench-local-allreduce', run: (a) => script('bench-local-allreduce.js', a), bad: ['--workers', '1'], flag: '--workers' },
   { name: 'bench-conv-grads', run: (a) => script('bench-conv-grads.js', a), bad: ['--batch', '0'], flag: '--batch' },
   { name: 'bench-train', run: (a) => script('bench-train.js', a), bad: ['--batch', '0'], flag: '--batch' },
+  { name: 'bench-step', run: (a) => script('bench-step.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model'] },
   { name: 'bench-host-overhead', run: (a) => script('bench-host-overhead.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model', '--backend'] },
   { name: 'build-wasm-kernels', run: (a) => script('build-wasm-kernels.js', a), bad: ['--bogus'], flag: '--bogus', message: /unknown option '--bogus'/ },
   { name: 'gpu-smoke', run: (a) => script('gpu-smoke.js', a), bad: ['--steps', '0'], flag: '--steps', lists: ['--model'] },

@@ -13,12 +13,33 @@
 //      When every member is one of this process's threads (each names the
 //      LocalWorkers' shared region in ready), the region is reset for the
 //      group and connect says reducer 'shared-memory' instead.
+//
+// A ring group that mixes at least two of this process's threads with other
+// workers (child processes, remote machines) is wired hierarchically
+// (common/allreduce/hierarchical.ts), when every member's ready says it can
+// (`hierarchical: true`; an older worker cannot, and the group uses the
+// flat ring), in place of step 3's connect:
+//
+//   3a. the local members are those naming the region, the leader the lowest
+//       ranked of them; the ring members are the leader and every other
+//       member, in rank order (hierarchicalLayout);
+//   3b. the region is reset for the local members (world size: their count);
+//   3c. connect to every member: reducer 'hierarchical', localRanks and
+//       ringRanks (the same for all: each member finds its own part); peer:
+//       a ring member's predecessor in the ring members' order (its ring
+//       address from ready), null for the other local members;
+//   3d. the other local members close their ring endpoints; each ring member
+//       connects its endpoint (which admits any rank of the group) to its
+//       predecessor and waits for its successor, both named by group rank,
+//       and renumbers the links for the ring (ring rank = its index in
+//       ringRanks). Every all-reduce: local sum, the ring, the leader's
+//       result copied by the other local members.
 
 import { randomInt } from 'node:crypto';
 import type { TrainConfig } from '../common/training/config.js';
 import type { RunState } from '../common/training/run-state.js';
 import {
-  prepareSharedRegion, sharedRegionCapacity, StarHub, StarHubServer, type SharedRegion,
+  hierarchicalLayout, prepareSharedRegion, sharedRegionCapacity, StarHub, StarHubServer, type HierarchicalLayout, type SharedRegion,
 } from '../common/allreduce/index.js';
 import type { WireName } from '../common/allreduce/wire-format.js';
 import {
@@ -190,16 +211,30 @@ async function wireAllReduce(
       setup.log(`rank ${rank}: ready, backend ${r.backend}`);
       if (members[rank].view) setup.feed?.workerUpdate(members[rank].view!, { backend: r.backend, state: 'ready' });
     });
-    const shared = sharesMemory(readies, setup);
-    if (shared) {
-      // Every member waits for connect and no older group's reducer is open (its members halted): reset it for this group.
-      prepareSharedRegion(shared, tag, worldSize);
-      setup.log(`all-reduce: shared memory between ${worldSize} local threads (region ${shared.id})` +
+    const plan = planReduction(readies, setup);
+    // Every member waits for connect and no older group's reducer is open (its members halted): reset the region for this group.
+    if (plan.kind === 'shared-memory') {
+      prepareSharedRegion(plan.region, tag, worldSize);
+      setup.log(`all-reduce: shared memory between ${worldSize} local threads (region ${plan.region.id})` +
         (setup.wire === 'fp32' ? '' : `, in fp32: --wire ${setup.wire} applies to ring links only`));
+    } else if (plan.kind === 'hierarchical') {
+      const { localRanks, ringRanks } = plan.layout;
+      prepareSharedRegion(plan.region, tag, localRanks.length);
+      setup.log(`all-reduce: hierarchical: shared memory between ${localRanks.length} local threads (ranks ${localRanks.join(', ')}; ` +
+        `region ${plan.region.id}), ring of ${ringRanks.length} (leader rank ${localRanks[0]} + ` +
+        `rank${ringRanks.length > 2 ? 's' : ''} ${ringRanks.filter((r) => r !== localRanks[0]).join(', ')})` +
+        (setup.wire === 'fp32' ? '' : `; --wire ${setup.wire} on the ring only`));
     }
     members.forEach((m, rank) => {
+      if (plan.kind === 'hierarchical') {
+        const { ringRanks } = plan.layout;
+        const i = ringRanks.indexOf(rank);
+        const peer = i < 0 ? null : readies[ringRanks[(i - 1 + ringRanks.length) % ringRanks.length]].ringAddress;
+        send(m, { type: 'connect', peer, reducer: 'hierarchical', localRanks: plan.layout.localRanks, ringRanks });
+        return;
+      }
       const peer = worldSize === 1 ? null : hubServer ? hubServer.address : readies[(rank - 1 + worldSize) % worldSize].ringAddress;
-      send(m, { type: 'connect', peer, ...(shared ? { reducer: 'shared-memory' } : {}) });
+      send(m, { type: 'connect', peer, ...(plan.kind === 'shared-memory' ? { reducer: 'shared-memory' } : {}) });
     });
     if (!hubServer) return { hub: null, serving: null };
     const hub = new StarHub(await hubServer.accept(), { tag });
@@ -212,15 +247,25 @@ async function wireAllReduce(
   }
 }
 
+type ReductionPlan =
+  | { kind: 'plain' }
+  | { kind: 'shared-memory'; region: SharedRegion }
+  | { kind: 'hierarchical'; region: SharedRegion; layout: HierarchicalLayout };
+
 /**
- * The region a ring group all-reduces through: when every member reported
- * the coordinator's own region (they are all its threads) and it has room.
- * A group that mixes local threads and other workers uses the ring.
+ * How a group all-reduces: the star or the flat ring ('plain'); through the
+ * coordinator's region when every member of a ring group reported it (they
+ * are all its threads) and it has room; hierarchically when at least two
+ * members reported it, at least one did not, and every member can join one.
  */
-function sharesMemory(readies: MessageOfType<'ready'>[], setup: GroupSetup): SharedRegion | null {
+function planReduction(readies: MessageOfType<'ready'>[], setup: GroupSetup): ReductionPlan {
   const region = setup.sharedRegion ?? null;
-  if (!region || setup.allreduce !== 'ring' || readies.length < 2 || readies.length > sharedRegionCapacity(region)) return null;
-  return readies.every((r) => r.localRegion === region.id) ? region : null;
+  if (!region || setup.allreduce !== 'ring' || readies.length < 2) return { kind: 'plain' };
+  const local = readies.flatMap((r, rank) => (r.localRegion === region.id ? [rank] : []));
+  if (local.length < 2 || local.length > sharedRegionCapacity(region)) return { kind: 'plain' };
+  if (local.length === readies.length) return { kind: 'shared-memory', region };
+  if (!readies.every((r) => r.hierarchical === true)) return { kind: 'plain' };
+  return { kind: 'hierarchical', region, layout: hierarchicalLayout(local, readies.length) };
 }
 
 /**

@@ -20,12 +20,13 @@ import { BatchLoader } from '../common/data/batch-loader.js';
 import type { TrainConfig } from '../common/training/config.js';
 import { NORMALIZE } from '../common/data/augment.js';
 import {
-  connectToStarHub, RingAllReducer, RingEndpoint, SharedMemoryAllReducer, StarAllReducer, type AllReducer, type SharedRegion,
+  DEFAULT_BUCKET_CAP_MB, planBuckets, type AllReducer, type BucketedExchange, type CommThread, type ReducerSpec, type SharedRegion,
 } from '../common/allreduce/index.js';
-import type { ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
+import type { ConnectMessage, ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
 import type { BackendChoice } from '../common/backend/names.js';
 import type { Dataset } from '../common/data/types.js';
 import { HaltSignal, type SessionInbox } from './session-inbox.js';
+import { openReducerHost, type ReducerHost } from './reducer-host.js';
 import type { ReplicaState } from './replica-state.js';
 
 /**
@@ -126,34 +127,27 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     throw new Error(`the coordinator sent ${weights.length} weights; ${cfg.model} width ${cfg.width} here has ${spec.paramCount}`);
   }
 
-  const endpoint = init.allreduce === 'ring' && worldSize > 1
-    ? await RingEndpoint.listen({ rank, worldSize, host: ctx.ringHost ?? '127.0.0.1', port: ctx.ringPort ?? 0, tag: init.tag })
+  // Overlap (the default): the all-reduce lives in a communication thread, which reduces buckets during backward.
+  const host: ReducerHost | null = worldSize > 1
+    ? await openReducerHost({
+      overlap: cfg.overlap ?? true,
+      memory: ctx.state.params.memory,
+      // admit 'any': in a hierarchical group the ring's neighbours are decided after this listens (connect names them).
+      ring: init.allreduce === 'ring' ? { rank, worldSize, host: ctx.ringHost ?? '127.0.0.1', port: ctx.ringPort ?? 0, tag: init.tag, admit: 'any' } : null,
+    })
     : null;
   let reducer: AllReducer | null = null;
   // Closing the links makes a pending connect or all-reduce fail at once.
-  inbox.onHalt(() => {
-    void endpoint?.close().catch(() => {});
-    void reducer?.close().catch(() => {});
-  });
+  inbox.onHalt(() => void host?.close().catch(() => {}));
   try {
-    const localRegion = endpoint && ctx.sharedRegion ? ctx.sharedRegion.id : null;
-    conn.send({ type: 'ready', ringAddress: endpoint?.address ?? null, backend: describeWorkerBackend(), localRegion });
-    const { peer, reducer: kind } = await inbox.expect('connect');
-    if (kind != null && (kind !== 'shared-memory' || localRegion === null)) {
-      throw new Error(`the coordinator asked for a "${kind}" all-reduce, which this worker cannot join`);
-    }
-    if (worldSize > 1) {
-      if (peer === null && kind !== 'shared-memory') throw new Error('the coordinator sent no all-reduce peer address');
+    const ringAddress = host?.address ?? null;
+    const localRegion = ringAddress && ctx.sharedRegion ? ctx.sharedRegion.id : null;
+    conn.send({ type: 'ready', ringAddress, backend: describeWorkerBackend(), localRegion, hierarchical: ringAddress !== null });
+    const connect = await inbox.expect('connect');
+    if (host) {
+      const spec = reducerSpecOf(ctx, connect, ringAddress !== null);
       try {
-        if (kind === 'shared-memory') {
-          // Every member is a thread of the coordinator's process: no sockets.
-          await endpoint?.close();
-          reducer = new SharedMemoryAllReducer(ctx.sharedRegion!, { rank, worldSize, tag: init.tag });
-        } else {
-          reducer = endpoint
-            ? new RingAllReducer(await endpoint.connect(peer!), { tag: init.tag, wire: init.wire ?? 'fp32' })
-            : new StarAllReducer(await connectToStarHub(peer!, { rank, worldSize, tag: init.tag }), rank, worldSize, { tag: init.tag });
-        }
+        reducer = await host.connect(spec);
       } catch (err) {
         // A peer that died before the group was wired: the same as a failed all-reduce.
         await linkFailed(ctx, err as Error);
@@ -165,7 +159,7 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads ?? 1, seed: cfg.seed, ...NORMALIZE });
     let trainer: GroupTrainer | null = null;
     try {
-      trainer = new GroupTrainer(ctx, replica, loader, reducer);
+      trainer = new GroupTrainer(ctx, replica, loader, reducer, host?.comm ?? null);
       for (;;) {
         const msg = await inbox.next();
         if (msg.type === 'epoch') await trainer.runSteps(msg);
@@ -186,9 +180,22 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     reportFailure(ctx, err, null);
     throw err;
   } finally {
-    await endpoint?.close();
-    await reducer?.close();
+    await host?.close();
   }
+}
+
+/** The reducer `connect` asks for, as the reducer factory (common/allreduce/reducer-factory.ts) builds it. */
+function reducerSpecOf(ctx: SessionContext, connect: ConnectMessage, listening: boolean): ReducerSpec {
+  const { rank, worldSize, tag } = ctx.init;
+  const member = { rank, worldSize, tag, wire: ctx.init.wire ?? 'fp32' };
+  const { peer, reducer: kind } = connect;
+  if (kind === 'shared-memory' && listening && ctx.sharedRegion) return { ...member, kind, region: ctx.sharedRegion };
+  if (kind === 'hierarchical' && listening) {
+    return { ...member, kind, region: ctx.sharedRegion ?? null, localRanks: connect.localRanks ?? [], ringRanks: connect.ringRanks ?? [], peer };
+  }
+  if (kind != null) throw new Error(`the coordinator asked for a "${kind}" all-reduce, which this worker cannot join`);
+  if (peer === null) throw new Error('the coordinator sent no all-reduce peer address');
+  return listening ? { ...member, kind: 'ring', peer } : { ...member, kind: 'star', peer };
 }
 
 /** The backend in use, plus the GPU pinning when a launcher set one, for the coordinator's log. */
@@ -244,6 +251,7 @@ class GroupTrainer {
     private readonly replica: Replica,
     private readonly loader: BatchLoader,
     private readonly reducer: AllReducer | null,
+    comm: CommThread | null,
   ) {
     this.init = ctx.init;
     this.cfg = ctx.init.config;
@@ -254,7 +262,7 @@ class GroupTrainer {
     this.step = new TrainStep(replica, state, {
       hyper: { momentum: this.cfg.momentum, weightDecay: this.cfg.weightDecay },
       // One worker alone has no reducer, and its step no exchange.
-      exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad) } : undefined,
+      exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad), buckets: comm ? this.bucketed(comm, replica) : undefined } : undefined,
       hooks: {
         afterBackward: (grad) => {
           if (this.faults.has(`${this.init.rank}:${state.step + 1}`)) grad[0] = Number.NaN;
@@ -317,6 +325,26 @@ class GroupTrainer {
       skipped: r.skipped, checksum, dataMs, gradMs: r.gradMs, reduceMs: r.reduceMs,
       stepMs: r.stepMs + (performance.now() - checksumStart), ...tensorMemory(),
     });
+  }
+
+  /**
+   * The step's exchange bucket by bucket, through the communication thread;
+   * sequence numbers come from the one counter every all-reduce takes them
+   * from. A failed bucket is a failed all-reduce (see linkFailed), and
+   * TFJS_DDP_CUT_LINKS_AT cuts the links as the step begins.
+   */
+  private bucketed(comm: CommThread, replica: Replica): BucketedExchange {
+    const plan = planBuckets(replica.spec.params, this.cfg.bucketMb ?? DEFAULT_BUCKET_CAP_MB);
+    const inner = comm.bucketedExchange(plan, this.state.params.grad, (count) => (this.reduceSeq += count) - count);
+    return {
+      plan,
+      begin: () => {
+        if (process.env[CUT_LINKS_FAULT_ENV] === String(this.state.step + 1)) void this.reducer?.close();
+        inner.begin();
+      },
+      release: (index) => inner.release(index),
+      reduced: (index) => inner.reduced(index).catch((err: unknown) => linkFailed(this.ctx, err as Error)),
+    };
   }
 
   /** The step's gradient exchange: the all-reduce SUM (TFJS_DDP_CUT_LINKS_AT cuts the links just before it). */

@@ -3,8 +3,18 @@
 // (the same all-reduce a thread-mode worker runs, without a model). It posts
 // one message: the summed vectors (check), the times of each call (bench), or
 // the error a call failed with.
+//
+// With `hierarchical`, the thread is one member of a hierarchical group
+// instead (test/hierarchical-allreduce.test.ts): a ring member first posts
+// its ring endpoint's address and waits for its predecessor's (the launcher
+// plays the coordinator), then every member runs HierarchicalAllReducer.
 import { parentPort, workerData } from 'node:worker_threads';
 import { SharedMemoryAllReducer, type SharedRegion } from './shared-memory.js';
+import { HierarchicalAllReducer, hierarchicalRole, ringLinksAs, type HierarchicalLayout } from './hierarchical.js';
+import { RingAllReducer } from './ring.js';
+import { RingEndpoint } from './transport/ring-wiring.js';
+import type { PeerAddress } from './transport/ws-handshake.js';
+import type { AllReducer } from './reducer.js';
 
 export interface SharedThreadTask {
   region: SharedRegion;
@@ -21,7 +31,13 @@ export interface SharedThreadTask {
   fail?: { at: number; how: 'exit' | 'close' | 'absent' };
   /** At call `lateAt`, start 300 ms late (the others of a drill: so that the failing rank fails while it waits). */
   lateAt?: number;
+  /** A member of a hierarchical group: `rank` and `worldSize` above are the group's; the region serves the local members. */
+  hierarchical?: HierarchicalLayout;
 }
+
+/** What a hierarchical ring member posts before its result, and the answer it waits for. */
+export interface RingAddressMessage { kind: 'address'; rank: number; address: PeerAddress }
+export interface RingPeerMessage { peer: PeerAddress }
 
 export type SharedThreadResult =
   | { kind: 'check'; rank: number; sums: Float32Array[] }
@@ -37,9 +53,31 @@ export function sharedTestValue(rank: number, call: number, i: number): number {
   return Math.fround(mantissa * 2 ** (((x >>> 24) % 24) - 12));
 }
 
+/** The group member a hierarchical task describes, wired as group.ts and group-session.ts wire one. */
+async function hierarchicalReducer(task: SharedThreadTask, layout: HierarchicalLayout): Promise<AllReducer> {
+  const { rank, worldSize, tag } = task;
+  const role = hierarchicalRole(rank, worldSize, layout);
+  const local = role.local
+    ? new SharedMemoryAllReducer(task.region, {
+      rank: role.local.rank, worldSize: role.local.worldSize, tag, arrivalTimeoutMs: task.arrivalTimeoutMs, groupRanks: role.local.groupRanks,
+    })
+    : null;
+  let ring: RingAllReducer | null = null;
+  if (role.ring) {
+    const endpoint = await RingEndpoint.listen({ rank, worldSize, tag, admit: 'any' });
+    const peer = new Promise<PeerAddress>((resolve) => parentPort!.once('message', (m: RingPeerMessage) => resolve(m.peer)));
+    parentPort!.postMessage({ kind: 'address', rank, address: endpoint.address } satisfies RingAddressMessage);
+    const links = await endpoint.connect(await peer, { prevRank: role.ring.prevRank, nextRank: role.ring.nextRank });
+    ring = new RingAllReducer(ringLinksAs(links, role.ring.rank, role.ring.worldSize), { tag, chunkElements: 4096 });
+  }
+  return new HierarchicalAllReducer({ rank, worldSize, local, ring });
+}
+
 async function main(task: SharedThreadTask): Promise<SharedThreadResult> {
   const { rank, worldSize, tag } = task;
-  const reducer = new SharedMemoryAllReducer(task.region, { rank, worldSize, tag, arrivalTimeoutMs: task.arrivalTimeoutMs });
+  const reducer: AllReducer = task.hierarchical
+    ? await hierarchicalReducer(task, task.hierarchical)
+    : new SharedMemoryAllReducer(task.region, { rank, worldSize, tag, arrivalTimeoutMs: task.arrivalTimeoutMs });
   const sums: Float32Array[] = [];
   const times: number[] = [];
   let call = 0;
@@ -70,6 +108,14 @@ async function main(task: SharedThreadTask): Promise<SharedThreadResult> {
 }
 
 if (parentPort && workerData) {
-  const result = await main(workerData as SharedThreadTask);
+  const task = workerData as SharedThreadTask;
+  // A ring member stays until every member has closed (the launcher says
+  // when): a peer thread that is gone would cut its close handshake short.
+  let onRelease: (m: { release?: boolean }) => void = () => {};
+  const released = new Promise<void>((resolve) => (onRelease = (m) => m.release && resolve()));
+  if (task.hierarchical) parentPort.on('message', onRelease);
+  const result = await main(task);
   parentPort.postMessage(result);
+  if (task.hierarchical) await released;
+  parentPort.off('message', onRelease);
 }

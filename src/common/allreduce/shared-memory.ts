@@ -33,6 +33,18 @@
 // (nobody reads slots after barrier 2 of this call) and the result only after
 // its barrier 1 (by which time every rank has finished this call's copy-out).
 //
+// One broadcast (`broadcast`, the last step of the hierarchical all-reduce,
+// hierarchical.ts) of L floats from rank `root`:
+//   1. the root copies its vector into slot root, writes its seq and L, and
+//      raises its phase; the others raise theirs and wait for the root's only;
+//   2. the others check the root's seq and L and copy slot root out;
+//   3. barrier on everyone: the root may write slot root again only once
+//      everyone has copied it (its next copy-in comes right after).
+// Slot root, not the result: a slow rank may still be copying the result
+// out of the all-reduce before, while the root is already broadcasting.
+// It is a copy, so every rank ends with the root's exact bits (an all-reduce
+// with zeros would not be: -0 + 0 is +0).
+//
 // Waiting uses Atomics.waitAsync, so a waiting thread's event loop stays free:
 // its heartbeats go out and a `halt` is heard. close() raises the abort word
 // (rank + 1) and wakes every waiter, so the others fail at once naming the
@@ -156,6 +168,12 @@ export interface SharedMemoryOptions {
   tag: number;
   /** Fail when a rank has not arrived for this long (ms); default: wait until closed. */
   arrivalTimeoutMs?: number;
+  /**
+   * The name each rank of this region goes by in error messages, by rank:
+   * a hierarchical group's local members are ranks 0..K-1 here but others
+   * in the group. Default: their rank here.
+   */
+  groupRanks?: readonly number[];
 }
 
 /** Sums across the threads of one process through a shared region; see the file header. */
@@ -169,6 +187,7 @@ export class SharedMemoryAllReducer implements AllReducer {
   private readonly kernel: SumKernel;
   private readonly slotElements: number;
   private readonly capacity: number;
+  private readonly groupRanks: readonly number[] | null;
   private phase = 0;
   private closed = false;
   private readonly guard: ReduceGuard;
@@ -181,6 +200,10 @@ export class SharedMemoryAllReducer implements AllReducer {
     this.worldSize = worldSize;
     this.tag = tag | 0;
     this.timeoutMs = options.arrivalTimeoutMs ?? Infinity;
+    this.groupRanks = options.groupRanks ?? null;
+    if (this.groupRanks && this.groupRanks.length !== worldSize) {
+      throw new RangeError(`groupRanks names ${this.groupRanks.length} ranks, not ${worldSize}`);
+    }
     this.h = header(region.memory);
     this.f32 = new Float32Array(region.memory.buffer);
     if (Atomics.load(this.h, H_MAGIC) !== MAGIC) throw new AllReduceError('shared-memory all-reduce: the region was never initialised');
@@ -201,8 +224,28 @@ export class SharedMemoryAllReducer implements AllReducer {
     await this.guard.run(`shared-memory all-reduce (rank ${this.rank} of ${this.worldSize}, seq ${seq})`, () => this.reduce(buf, seq));
   }
 
+  /**
+   * Gives every rank `root`'s `buf`, bit for bit (see the file header); every
+   * rank calls it with the same seq and length.
+   */
+  async broadcast(buf: Float32Array, seq: number, root: number): Promise<void> {
+    if (!(buf instanceof Float32Array)) throw new TypeError('broadcast needs a Float32Array buffer');
+    if (!Number.isInteger(seq) || seq < 0 || seq > 0xffff_ffff) throw new RangeError(`seq must be an integer in [0, 2^32), got ${seq}`);
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw new RangeError(`root must be a rank in [0, ${this.worldSize}), got ${root}`);
+    await this.guard.run(`shared-memory broadcast from ${this.name(root)} (${this.name(this.rank)}, seq ${seq})`, () => this.broadcastFrom(buf, seq, root));
+  }
+
   async close(): Promise<void> {
     await this.guard.close();
+  }
+
+  /** Rank `j` of this region as messages name it. */
+  private name(j: number): string {
+    return `rank ${this.groupRanks?.[j] ?? j}`;
+  }
+
+  private names(ranks: number[]): string {
+    return `rank${ranks.length > 1 ? 's' : ''} ${ranks.map((j) => this.groupRanks?.[j] ?? j).join(', ')}`;
   }
 
   /** Raises the abort word (this rank + 1) unless another rank or a reset did, and wakes every waiter. */
@@ -257,7 +300,7 @@ export class SharedMemoryAllReducer implements AllReducer {
       const theirs = Atomics.load(this.h, this.word(j, R_SEQ)) >>> 0;
       const len = Atomics.load(this.h, this.word(j, R_LENGTH));
       if (theirs !== seq || len !== n) {
-        throw new AllReduceError(`shared-memory all-reduce: rank ${j} is at seq ${theirs} with ${len} floats, rank ${rank} at seq ${seq} with ${n}`, `rank ${j}`);
+        throw new AllReduceError(`shared-memory all-reduce: ${this.name(j)} is at seq ${theirs} with ${len} floats, ${this.name(rank)} at seq ${seq} with ${n}`, this.name(j));
       }
     }
     // 2. reduce this rank's segment, in rank order, a scratch-sized block at a time
@@ -283,35 +326,65 @@ export class SharedMemoryAllReducer implements AllReducer {
     this.phase = p + 2;
   }
 
+  private async broadcastFrom(buf: Float32Array, seq: number, root: number): Promise<void> {
+    const n = buf.length;
+    const { rank, f32 } = this;
+    if (n > this.slotElements) throw new AllReduceError(`shared-memory broadcast: ${n} floats exceed the region's ${this.slotElements} per rank`);
+    this.checkLive(null);
+    if (this.worldSize === 1) return;
+    const from = this.slot(root);
+    const p = this.phase;
+    // 1. the root's vector into its slot; the others wait for the root alone
+    if (rank === root) {
+      f32.set(buf, from);
+      Atomics.store(this.h, this.word(root, R_SEQ), seq | 0);
+      Atomics.store(this.h, this.word(root, R_LENGTH), n);
+    }
+    await this.arrive(p + 1, seq, rank === root ? [] : [root]);
+    // 2. copy it out
+    if (rank !== root) {
+      const theirs = Atomics.load(this.h, this.word(root, R_SEQ)) >>> 0;
+      const len = Atomics.load(this.h, this.word(root, R_LENGTH));
+      if (theirs !== seq || len !== n) {
+        throw new AllReduceError(`shared-memory broadcast: ${this.name(root)} is at seq ${theirs} with ${len} floats, ${this.name(rank)} at seq ${seq} with ${n}`, this.name(root));
+      }
+      buf.set(f32.subarray(from, from + n));
+    }
+    // 3. everyone has copied: slot root is free again
+    await this.arrive(p + 2, seq);
+    this.phase = p + 2;
+  }
+
   /** Fails if this reducer or the group was closed, or the region was taken by another group. */
   private checkLive(waitingFor: number[] | null): void {
-    const forWhom = waitingFor ? ` while waiting for rank${waitingFor.length > 1 ? 's' : ''} ${waitingFor.join(', ')}` : '';
+    const forWhom = waitingFor ? ` while waiting for ${this.names(waitingFor)}` : '';
     if (this.closed) throw new AllReduceError(`shared-memory all-reduce: closed${forWhom}`);
     if (Atomics.load(this.h, H_TAG) !== this.tag) throw new AllReduceError(`shared-memory all-reduce: a new group took the region${forWhom}`);
     const abort = Atomics.load(this.h, H_ABORT);
     if (abort === ABORT_RESET) throw new AllReduceError(`shared-memory all-reduce: the region was reset for a new group${forWhom}`);
     if (abort > 0) {
-      throw new AllReduceError(`shared-memory all-reduce: rank ${abort - 1} closed its all-reduce (failed or halted)${forWhom}`, `rank ${abort - 1}`);
+      throw new AllReduceError(`shared-memory all-reduce: ${this.name(abort - 1)} closed its all-reduce (failed or halted)${forWhom}`, this.name(abort - 1));
     }
   }
 
-  /** Raises this rank's phase to `phase` and waits until every rank's is there. */
-  private async arrive(phase: number, seq: number): Promise<void> {
+  /** Raises this rank's phase to `phase` and waits until that of each of `ranks` (default: every rank) is there. */
+  private async arrive(phase: number, seq: number, ranks: number[] | null = null): Promise<void> {
     const idx = this.word(this.rank, R_PHASE);
     Atomics.store(this.h, idx, phase);
     Atomics.notify(this.h, idx);
     const started = performance.now();
-    for (let j = 0; j < this.worldSize; j++) {
+    const awaited = ranks ?? Array.from({ length: this.worldSize }, (_, j) => j);
+    for (const j of awaited) {
       const at = this.word(j, R_PHASE);
       for (;;) {
         const seen = Atomics.load(this.h, at);
         if (seen >= phase) break;
-        const late = this.late(phase);
+        const late = this.late(phase, awaited);
         this.checkLive(late);
         const left = this.timeoutMs - (performance.now() - started);
         if (left <= 0) {
-          throw new AllReduceError(`shared-memory all-reduce seq ${seq}: rank${late.length > 1 ? 's' : ''} ${late.join(', ')} ` +
-            `did not arrive within ${(this.timeoutMs / 1000).toFixed(1)} s`, `rank ${late[0]}`);
+          throw new AllReduceError(`shared-memory all-reduce seq ${seq}: ${this.names(late)} ` +
+            `did not arrive within ${(this.timeoutMs / 1000).toFixed(1)} s`, this.name(late[0]));
         }
         const slice = Math.min(left, 1000);
         const w = waitAsync(this.h, at, seen, slice);
@@ -327,9 +400,7 @@ export class SharedMemoryAllReducer implements AllReducer {
     }
   }
 
-  private late(phase: number): number[] {
-    const out: number[] = [];
-    for (let j = 0; j < this.worldSize; j++) if (Atomics.load(this.h, this.word(j, R_PHASE)) < phase) out.push(j);
-    return out;
+  private late(phase: number, awaited: number[]): number[] {
+    return awaited.filter((j) => Atomics.load(this.h, this.word(j, R_PHASE)) < phase);
   }
 }

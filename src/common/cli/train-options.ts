@@ -3,6 +3,7 @@
 // and the TrainConfig they make.
 import { Command, Option } from 'commander';
 import { DEFAULTS, type TrainConfig } from '../training/config.js';
+import { DEFAULT_BUCKET_CAP_MB } from '../allreduce/buckets.js';
 import { backendOption, datasetOption, intFlag, modelOption, numberFlag } from './flags.js';
 
 /** Adds every training flag to a command. */
@@ -33,7 +34,10 @@ export function addTrainOptions(cmd: Command): Command {
     .addOption(new Option('--max-bad-steps <n>', 'abort after N consecutive steps skipped for NaN/Inf gradients (a checkpoint is written)').argParser(intFlag(1)).default(d.maxBadSteps))
     .addOption(new Option('--loader-threads <n>', 'augmentation threads').argParser(intFlag(1)))
     .option('--no-plots', 'skip curves.png and samples.png')
-    .option('--tensorboard <dir>', 'also write TensorBoard event files (train/test loss and accuracy, lr, img/s per epoch) here');
+    .option('--tensorboard <dir>', 'also write TensorBoard event files (train/test loss and accuracy, lr, img/s per epoch) here')
+    .addOption(new Option('--bucket-mb <mb>', 'distributed runs: gradient bucket cap in MB (the first bucket is 1 MB), reduced during backward')
+      .argParser(numberFlag(0, true)).default(DEFAULT_BUCKET_CAP_MB))
+    .option('--no-overlap', 'distributed runs: one all-reduce of the whole gradient after backward, instead of buckets during it');
 }
 
 /** Builds a validated TrainConfig from parsed commander options. */
@@ -42,7 +46,7 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
   for (const key of Object.keys(DEFAULTS) as (keyof TrainConfig)[]) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
-  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard'] as const) {
+  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'bucketMb', 'overlap'] as const) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
   return cfg;

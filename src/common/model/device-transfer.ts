@@ -57,7 +57,16 @@ export function readGradients(spec: ModelSpec, grads: tf.Tensor[], out: Float32A
     }
     return;
   }
-  spec.params.forEach((p, i) => out.set(wasmHeapView(grads[i]) ?? (grads[i].dataSync() as Float32Array), p.offset));
+  spec.params.forEach((p, i) => readTensorInto(grads[i], out, p.offset));
+}
+
+/**
+ * One tensor's values into out[offset...]: straight from the wasm heap, or
+ * with dataSync elsewhere (on tfjs-node, a device sync: the gradient hooks
+ * of a bucketed step pay it once per parameter).
+ */
+export function readTensorInto(t: tf.Tensor, out: Float32Array, offset: number): void {
+  out.set(wasmHeapView(t) ?? (t.dataSync() as Float32Array), offset);
 }
 
 /**

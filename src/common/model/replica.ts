@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { forward, reluGradientFor, type ForwardMode, type ParamTensors, type ReluGradient } from './forward.js';
 import { constant } from './constants.js';
-import { readGradients, transferModeFor, uploadParams, type TransferMode } from './device-transfer.js';
+import { readGradients, readTensorInto, transferModeFor, uploadParams, type TransferMode } from './device-transfer.js';
 import type { ModelSpec } from './spec.js';
 
 export interface Batch {
@@ -31,6 +31,8 @@ export interface GradientResult extends BatchResult {
   batchStats: Float32Array | null;
   /** Milliseconds in forward and backward alone, before any value is read back (benchmarks separate the host's share). */
   backwardMs: number;
+  /** Milliseconds of that in the forward pass (the rest is backward). */
+  forwardMs: number;
 }
 
 interface LayerStats { mean: tf.Tensor1D; variance: tf.Tensor1D; count: number }
@@ -85,12 +87,18 @@ export class Replica {
    * Gradient of `lossScale * sum(cross-entropy)` over the batch, written into
    * `gradOut`. With lossScale = 1 / globalBatch, the sum of the replicas'
    * gradients is the gradient of the mean loss over the global batch.
+   *
+   * With `onGradient`, each parameter's gradient is written into `gradOut`
+   * the moment backward produces it, and `onGradient(p)` is called then,
+   * from inside backward (see GradientTaps); a bucketed exchange starts
+   * reducing while backward goes on.
    */
-  computeGradients(batch: Batch, lossScale: number, gradOut: Float32Array): GradientResult {
+  computeGradients(batch: Batch, lossScale: number, gradOut: Float32Array, onGradient?: (param: number) => void): GradientResult {
     if (gradOut.length !== this.spec.paramCount) throw new Error('gradient buffer has the wrong length');
     if (batch.count === 0) {
       gradOut.fill(0);
-      return { lossSum: 0, correct: 0, count: 0, batchStats: null, backwardMs: 0 };
+      if (onGradient) this.spec.params.forEach((_, i) => onGradient(i));
+      return { lossSum: 0, correct: 0, count: 0, batchStats: null, backwardMs: 0, forwardMs: 0 };
     }
     const stats = new Map<string, LayerStats>();
     const kept: tf.Tensor[] = [];
@@ -98,8 +106,10 @@ export class Replica {
     const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(batch.y, 'int32'), this.spec.config.numClasses));
     try {
       const start = performance.now();
+      let forwardEnd = start;
       const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
-        const logits = forward(this.spec, this.named(ps), x, {
+        const named = onGradient ? new GradientTaps(this.spec, ps, gradOut, onGradient) : this.named(ps);
+        const logits = forward(this.spec, named, x, {
           kind: 'train',
           onBatchStats: (name, mean, variance, count) => {
             stats.set(name, { mean, variance, count });
@@ -107,13 +117,15 @@ export class Replica {
           },
         }, this.path.reluGradient);
         kept.push(tf.keep(logits));
-        return tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), constant(lossScale)) as tf.Scalar;
+        const loss = tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), constant(lossScale)) as tf.Scalar;
+        forwardEnd = performance.now();
+        return loss;
       })(this.params);
       const backwardMs = performance.now() - start;
-      readGradients(this.spec, grads, gradOut, this.path.transfer);
+      if (!onGradient) readGradients(this.spec, grads, gradOut, this.path.transfer);
       tf.dispose([value, ...grads]);
       const logits = kept[kept.length - 1] as tf.Tensor2D;
-      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats), backwardMs };
+      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats), backwardMs, forwardMs: forwardEnd - start };
     } finally {
       tf.dispose([x, labels, ...kept]);
     }
@@ -196,6 +208,49 @@ export class Replica {
       for (let c = bn.offset + bn.channels; c < bn.offset + 2 * bn.channels; c++) out[c] = out[c] * unbias;
     }
     return out;
+  }
+}
+
+/**
+ * The parameters as the forward pass reads them, each behind an identity
+ * whose gradient function sees that parameter's complete gradient. tfjs-core
+ * runs backward as one synchronous pass over the tape in reverse recording
+ * order (tfjs-core/src/tape.ts), and a node's gradient is complete when it
+ * is visited: every op that used its output was recorded after it. So the
+ * identity is recorded lazily, where the forward pass first reads the
+ * parameter (a Map whose get wraps on first use), not up front: recorded
+ * before the whole network, every tap would run only at the very end.
+ */
+class GradientTaps extends Map<string, tf.Tensor> {
+  private readonly index = new Map<string, number>();
+
+  constructor(
+    private readonly spec: ModelSpec,
+    private readonly raw: tf.Tensor[],
+    private readonly gradOut: Float32Array,
+    private readonly onGradient: (param: number) => void,
+  ) {
+    super();
+    spec.params.forEach((p, i) => this.index.set(p.name, i));
+  }
+
+  override get(name: string): tf.Tensor | undefined {
+    const tapped = super.get(name);
+    if (tapped !== undefined) return tapped;
+    const i = this.index.get(name);
+    if (i === undefined) return undefined;
+    const { offset } = this.spec.params[i];
+    const tap = tf.customGrad<tf.Tensor>((x) => ({
+      value: tf.clone(x as tf.Tensor),
+      gradFunc: (dy: tf.Tensor) => {
+        readTensorInto(dy, this.gradOut, offset);
+        this.onGradient(i);
+        return dy;
+      },
+    })) as (x: tf.Tensor) => tf.Tensor;
+    const t = tap(this.raw[i]);
+    super.set(name, t);
+    return t;
   }
 }
 

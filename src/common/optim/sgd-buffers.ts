@@ -9,8 +9,16 @@
 // elastic membership needs (see `halt` in docs/PROTOCOL.md) without a copy.
 //
 // The memory is sized once and never grown: growing would detach every view.
-// Where WebAssembly SIMD is missing, the same layout runs the JavaScript
-// reference (sgdInto), which gives the same bits.
+// It is shared (a SharedArrayBuffer underneath), so that the communication
+// thread (comm-thread.ts) can all-reduce the gradient where it lies. Where
+// WebAssembly SIMD is missing, the same layout runs the JavaScript reference
+// (sgdInto), which gives the same bits.
+//
+// A bucketed step (issue 14) runs the same pass bucket by bucket as each
+// bucket's sum arrives (stepRange), all into the spare pair, and only then
+// decides (commit): the step is applied if every bucket was finite, and
+// skipped, changing nothing, if any was not. The kernel is elementwise, so
+// the bits equal those of one pass over the whole vector.
 import { SGD_KERNEL_BASE64 } from './sgd-kernel-bytes.js';
 import { kernelArgs, sgdInto, type SgdArrays, type SgdHyper } from './sgd.js';
 
@@ -49,6 +57,8 @@ export class SgdBuffers {
   /** The step's gradient: this rank's, then the sum over the ranks. */
   readonly grad: Float32Array;
   readonly kernel: SgdKernel;
+  /** The whole memory, shared: `grad` is a view of it at `grad.byteOffset`. */
+  readonly memory: SharedArrayBuffer;
   private readonly exports: KernelExports | null;
   private readonly gradSlot: Slot;
   private readonly pairs: [{ w: Slot; m: Slot }, { w: Slot; m: Slot }];
@@ -63,15 +73,17 @@ export class SgdBuffers {
     const slotBytes = Math.ceil((n * 4) / 16) * 16;
     const bytes = 5 * slotBytes;
     const mod = kernel === 'wasm' && bytes <= MAX_BYTES ? kernelModule() : null;
-    let buffer: ArrayBuffer;
+    let buffer: SharedArrayBuffer;
     if (mod !== null) {
-      const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(bytes / PAGE)) });
+      const pages = Math.max(1, Math.ceil(bytes / PAGE));
+      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
       this.exports = new WebAssembly.Instance(mod, { env: { memory } }).exports as unknown as KernelExports;
-      buffer = memory.buffer;
+      buffer = memory.buffer as unknown as SharedArrayBuffer;
     } else {
       this.exports = null;
-      buffer = new ArrayBuffer(bytes);
+      buffer = new SharedArrayBuffer(bytes);
     }
+    this.memory = buffer;
     this.kernel = mod !== null ? 'wasm' : 'js';
     const slot = (i: number): Slot => ({ array: new Float32Array(buffer, i * slotBytes, n), offset: i * slotBytes });
     this.pairs = [{ w: slot(0), m: slot(1) }, { w: slot(2), m: slot(3) }];
@@ -100,8 +112,14 @@ export class SgdBuffers {
 
   /** Whether every value of the gradient is finite (one read-only pass). */
   gradFinite(): boolean {
-    if (this.exports !== null) return this.exports.allFinite(this.gradSlot.offset, this.grad.length) === 1;
-    for (const v of this.grad) if (v - v !== 0) return false;
+    return this.rangeFinite(0, this.grad.length);
+  }
+
+  /** Whether grad[offset, offset + count) is finite. */
+  rangeFinite(offset: number, count: number): boolean {
+    this.checkRange(offset, count);
+    if (this.exports !== null) return this.exports.allFinite(this.gradSlot.offset + offset * 4, count) === 1;
+    for (let i = offset; i < offset + count; i++) if (this.grad[i] - this.grad[i] !== 0) return false;
     return true;
   }
 
@@ -110,19 +128,43 @@ export class SgdBuffers {
    * nothing, when the gradient is not finite; the check is part of the pass.
    */
   step(hyper: SgdHyper, firstStep: boolean): boolean {
+    return this.commit(this.stepRange(hyper, firstStep, 0, this.grad.length));
+  }
+
+  /**
+   * The step's pass over [offset, offset + count) only, into the spare pair;
+   * nothing is current until `commit`. Returns whether that range of the
+   * gradient was finite.
+   */
+  stepRange(hyper: SgdHyper, firstStep: boolean, offset: number, count: number): boolean {
+    this.checkRange(offset, count);
     const from = this.pairs[this.current];
     const to = this.pairs[1 - this.current];
-    let finite: boolean;
     if (this.exports !== null) {
       const a = kernelArgs(hyper, firstStep);
-      finite = this.exports.sgd(from.w.offset, from.m.offset, this.gradSlot.offset, to.w.offset, to.m.offset, this.grad.length,
+      const at = offset * 4;
+      return this.exports.sgd(from.w.offset + at, from.m.offset + at, this.gradSlot.offset + at, to.w.offset + at, to.m.offset + at, count,
         a.lr, a.momentum, a.decay, a.decay !== 0 ? 1 : 0, a.useMomentum ? 1 : 0) === 1;
-    } else {
-      finite = sgdInto(arrays(from), this.grad, arrays(to), hyper, firstStep);
     }
+    const end = offset + count;
+    return sgdInto(arrays(from, offset, end), this.grad.subarray(offset, end), arrays(to, offset, end), hyper, firstStep);
+  }
+
+  /**
+   * Ends a step whose every range went through `stepRange`: applied (the
+   * spare pair becomes current) when all were finite, else skipped. Returns
+   * `finite`.
+   */
+  commit(finite: boolean): boolean {
     if (finite) this.current = 1 - this.current;
     this.lastStep = finite ? 'applied' : 'skipped';
     return finite;
+  }
+
+  private checkRange(offset: number, count: number): void {
+    if (!Number.isInteger(offset) || !Number.isInteger(count) || offset < 0 || count < 0 || offset + count > this.grad.length) {
+      throw new RangeError(`internal: range [${offset}, +${count}) is outside the ${this.grad.length} parameters`);
+    }
   }
 
   /** Whether `undo` has a step to take back. */
@@ -138,6 +180,6 @@ export class SgdBuffers {
   }
 }
 
-function arrays(pair: { w: Slot; m: Slot }): SgdArrays {
-  return { weights: pair.w.array, momentum: pair.m.array };
+function arrays(pair: { w: Slot; m: Slot }, start = 0, end = pair.w.array.length): SgdArrays {
+  return { weights: pair.w.array.subarray(start, end), momentum: pair.m.array.subarray(start, end) };
 }

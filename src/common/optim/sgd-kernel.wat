@@ -9,7 +9,7 @@
 ;; Built by scripts/build-wasm-kernels.ts into sgd-kernel-bytes.ts. All
 ;; pointers are byte offsets into the imported memory, 4-byte aligned.
 (module
-  (import "env" "memory" (memory 1))
+  (import "env" "memory" (memory 1 65536 shared))
 
   ;; 1 when every value of p[0..n) is finite. x * 0 is +-0 for a finite x and
   ;; NaN for Inf or NaN, and a NaN survives every later add.

@@ -12,13 +12,19 @@ export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
 
-type FieldKind = 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'string?' | 'number?' | 'f32?' | 'address?';
+type FieldKind =
+  | 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'ranks'
+  | 'string?' | 'number?' | 'boolean?' | 'f32?' | 'address?' | 'ranks?';
+
+/** Most ranks a `ranks` field may list (a group is far smaller). */
+const MAX_RANKS = 65_536;
 
 /** Field kinds of every message type; validation rejects missing or mistyped fields. */
 const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   hello: { protocol: 'number', token: 'string', backend: 'string?' },
-  // localRegion and connect.reducer are optional: peers before them send neither, and ignore them.
-  ready: { ringAddress: 'address?', backend: 'string', localRegion: 'string?' },
+  // localRegion, hierarchical and connect's reducer, localRanks and ringRanks are optional:
+  // peers before them send none, and ignore them.
+  ready: { ringAddress: 'address?', backend: 'string', localRegion: 'string?', hierarchical: 'boolean?' },
   // lossSum may be NaN or Inf on a bad step, which the coordinator reports and skips.
   step: {
     step: 'number', lossSum: 'float', correct: 'number', count: 'number', localNonFinite: 'boolean', skipped: 'boolean',
@@ -38,7 +44,7 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
     weights: 'f32', momentum: 'f32', runningStats: 'f32', stateIncluded: 'boolean', stateChecksum: 'string', step: 'number', allreduce: 'string', wire: 'string?', tag: 'number', checksumEvery: 'number', heartbeatMs: 'number',
   },
   dataset: { hash: 'string', blob: 'u8' },
-  connect: { peer: 'address?', reducer: 'string?' },
+  connect: { peer: 'address?', reducer: 'string?', localRanks: 'ranks?', ringRanks: 'ranks?' },
   epoch: { epoch: 'number', from: 'number', steps: 'number' },
   snapshot: {},
   done: {},
@@ -102,6 +108,10 @@ function checkField(type: string, field: string, kind: FieldKind, v: unknown): u
     }
     case 'u8':
       return v instanceof Uint8Array ? v : bad('bytes');
+    case 'ranks': {
+      const ok = Array.isArray(v) && v.length <= MAX_RANKS && v.every((r) => Number.isSafeInteger(r) && (r as number) >= 0);
+      return ok ? [...(v as number[])] : bad(`a list of at most ${MAX_RANKS} ranks (non-negative integers)`);
+    }
     case 'address': {
       const a = v as { host?: unknown; port?: unknown } | null;
       const ok = typeof a === 'object' && a !== null && typeof a.host === 'string' &&

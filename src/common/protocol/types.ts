@@ -47,6 +47,13 @@ export interface ReadyMessage {
    * `reducer: 'shared-memory'`.
    */
   localRegion?: string | null;
+  /**
+   * Optional (absent before it was added): true when this worker can join a
+   * hierarchical all-reduce (its ring endpoint admits any rank of the group,
+   * and it knows `connect.reducer: 'hierarchical'`). The coordinator wires a
+   * hierarchical group only when every member says so.
+   */
+  hierarchical?: boolean | null;
 }
 
 /** One optimizer step done; the sums are over this rank's shard only. */
@@ -216,6 +223,16 @@ export interface ConnectMessage {
    * then all-reduce through it and ignore `peer`. Null or absent: `peer`.
    */
   reducer?: string | null;
+  /**
+   * With `reducer: 'hierarchical'` (a group that mixes the coordinator's
+   * threads with other workers; common/allreduce/hierarchical.ts): the group
+   * ranks that share the region, in rank order (the first is the leader),
+   * and the ranks of the ring (the leader and every other member), in rank
+   * order. A ring member's `peer` is its predecessor's in the ring; the
+   * other local members get a null `peer`. Absent (null) otherwise.
+   */
+  localRanks?: number[] | null;
+  ringRanks?: number[] | null;
 }
 
 /** Train global batches `from` .. `from + steps - 1` of `epoch`, one `step` report each. */

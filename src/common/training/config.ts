@@ -35,6 +35,17 @@ export interface TrainConfig {
   plots: boolean;
   /** Also write the epoch scalars as TensorBoard event files here. */
   tensorboard?: string;
+  /**
+   * Distributed runs: the gradient buckets' cap in MB (the first bucket is
+   * 1 MB, as PyTorch's); absent: 25. Every rank cuts the same buckets.
+   */
+  bucketMb?: number;
+  /**
+   * Distributed runs: false reduces the whole gradient once after backward,
+   * in the worker's own thread; absent or true, buckets are reduced during
+   * backward by a communication thread (allreduce/comm-thread.ts).
+   */
+  overlap?: boolean;
 }
 
 /** The seed's recipe: ResNet50 width 64, batch 128, SGD 0.1/0.9/5e-4, cosine T_max 60, 61 epochs. */

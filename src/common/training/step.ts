@@ -11,9 +11,22 @@
 // gradient comes back in one read, the finite check of the sum is part of the
 // SGD pass (sgd-buffers.ts), which writes into spare buffers instead of
 // copying the old ones for the undo, and the weights go up once.
+//
+// A bucketed exchange (PyTorch DDP's buckets, issue 14) changes the middle:
+//
+//   forward  ->  backward, which hands each bucket over as its last
+//   gradient arrives (the communication thread reduces it meanwhile)
+//   ->  commit wait  ->  per bucket, in order: wait for its sum, SGD of its
+//   range into the spare buffers  ->  apply if every bucket was finite
+//   ->  BatchNorm statistics  ->  upload
+//
+// The SGD kernel is elementwise, so a bucketed step writes the bits the
+// one-shot step writes; a non-finite bucket anywhere still skips the whole
+// step on every replica, because nothing is current until every bucket is in.
 import { updateRunningStats, type SgdHyper } from '../optim/sgd.js';
 import type { SgdBuffers } from '../optim/sgd-buffers.js';
-import type { Batch, Replica } from '../model/replica.js';
+import { BucketFill, type BucketedExchange } from '../allreduce/buckets.js';
+import type { Batch, GradientResult, Replica } from '../model/replica.js';
 
 /** What a step changes. A single process's run state and a worker's ReplicaState are both one. */
 export interface OptimizerState {
@@ -36,7 +49,12 @@ export interface OptimizerState {
 export interface GradientExchange {
   /** Replaces `grad` in place with the elementwise sum over the ranks; every rank ends with the same bytes. */
   allReduce(grad: Float32Array): Promise<void>;
+  /** When present, the step hands buckets over during backward instead (the communication thread's). */
+  buckets?: BucketedExchange;
 }
+
+/** Records one span of the step on the compute thread's timeline track (wall-clock ms). */
+export type StepTimeline = (name: string, startMs: number, endMs: number, args?: Record<string, number | string>) => void;
 
 /** Where a caller joins in the middle of a step (the distributed worker does; the trainer does not). */
 export interface StepHooks {
@@ -51,6 +69,7 @@ export interface StepSetup {
   /** None for a single worker: its gradient already is the global batch's. */
   exchange?: GradientExchange;
   hooks?: StepHooks;
+  timeline?: StepTimeline;
 }
 
 /** What one step did, for the step report and the epoch's sums. */
@@ -71,12 +90,22 @@ export interface StepReport {
   stepMs: number;
 }
 
+const wallMs = (): number => performance.timeOrigin + performance.now();
+
 export class TrainStep {
+  private readonly fill: BucketFill | null;
+
   constructor(
     private readonly replica: Pick<Replica, 'computeGradients' | 'setWeights'>,
     private readonly state: OptimizerState,
     private readonly setup: StepSetup,
-  ) {}
+  ) {
+    const plan = setup.exchange?.buckets?.plan;
+    if (plan && plan.elements !== state.params.grad.length) {
+      throw new Error(`internal: the bucket plan covers ${plan.elements} parameters, the model has ${state.params.grad.length}`);
+    }
+    this.fill = plan ? new BucketFill(plan) : null;
+  }
 
   /** This rank's gradient, then, after the exchange, the sum over the ranks. Reused every step. */
   get grad(): Float32Array {
@@ -85,6 +114,7 @@ export class TrainStep {
 
   /** One step on `batch`, this rank's part of a global batch of `globalBatch` images, at learning rate `lr`. */
   async run(batch: Batch, globalBatch: number, lr: number): Promise<StepReport> {
+    if (this.setup.exchange?.buckets) return this.runBucketed(batch, globalBatch, lr, this.setup.exchange.buckets);
     const { grad, state } = this;
     const { exchange, hooks } = this.setup;
     const start = performance.now();
@@ -108,17 +138,78 @@ export class TrainStep {
     // torch.optim.SGD with momentum and weight decay; a skipped first step
     // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
     const skipped = !state.params.step({ lr, ...this.setup.hyper }, state.step === 0);
-    if (!skipped) {
-      // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
-      if (res.batchStats) updateRunningStats(state.runningStats, res.batchStats);
-      // The next forward pass reads the device copy.
-      this.replica.setWeights(state.params.weights);
-    }
-    state.step++;
+    this.finish(res, skipped);
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: localNonFinite ?? skipped, skipped,
       gradMs: reduceStart - start, backwardMs: res.backwardMs, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
     };
+  }
+
+  /** The same step with the exchange bucket by bucket (see the file comment). */
+  private async runBucketed(batch: Batch, globalBatch: number, lr: number, buckets: BucketedExchange): Promise<StepReport> {
+    const { grad, state } = this;
+    const { hooks, timeline } = this.setup;
+    const { params } = state;
+    const fill = this.fill!;
+    const last = buckets.plan.buckets.length - 1;
+    const start = performance.now();
+    const startWall = wallMs();
+    let localFinite = true;
+    // Checked before the hand-over, while the bucket is still this rank's own gradient.
+    const handOver = (index: number) => {
+      const b = buckets.plan.buckets[index];
+      if (!params.rangeFinite(b.offset, b.count)) localFinite = false;
+      buckets.release(index);
+    };
+
+    fill.reset();
+    buckets.begin();
+    // The last bucket (the stem's parameters) is handed over after afterBackward, which may poison it (fault drills);
+    // backward has nothing left to do by then.
+    const res = this.replica.computeGradients(batch, 1 / globalBatch, grad, (p) => {
+      const complete = fill.arrived(p);
+      if (complete >= 0 && complete !== last) handOver(complete);
+    });
+    const backwardEnd = performance.now();
+    timeline?.('forward', startWall, startWall + res.forwardMs);
+    timeline?.('backward', startWall + res.forwardMs, startWall + (backwardEnd - start));
+    hooks?.afterBackward?.(grad);
+    handOver(last);
+
+    const waitStart = wallMs();
+    await hooks?.beforeUpdate?.();
+    timeline?.('commit wait', waitStart, wallMs());
+    // Bucket by bucket as the sums arrive, into the spare pair; applied only if all were finite.
+    const hyper = { lr, ...this.setup.hyper };
+    let finite = true;
+    let reduceMs = 0;
+    for (const b of buckets.plan.buckets) {
+      const waited = performance.now();
+      await buckets.reduced(b.index);
+      reduceMs += performance.now() - waited;
+      const sgdStart = wallMs();
+      finite = params.stepRange(hyper, state.step === 0, b.offset, b.count) && finite;
+      timeline?.('optimizer', sgdStart, wallMs(), { bucket: b.index });
+    }
+    const skipped = !params.commit(finite);
+    const uploadStart = wallMs();
+    this.finish(res, skipped);
+    timeline?.('upload', uploadStart, wallMs());
+    return {
+      lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: !localFinite, skipped,
+      gradMs: backwardEnd - start, backwardMs: res.backwardMs, reduceMs, stepMs: performance.now() - start,
+    };
+  }
+
+  /** After the update: this replica's BatchNorm statistics and the device weights. */
+  private finish(res: GradientResult, skipped: boolean): void {
+    if (!skipped) {
+      // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
+      if (res.batchStats) updateRunningStats(this.state.runningStats, res.batchStats);
+      // The next forward pass reads the device copy.
+      this.replica.setWeights(this.state.params.weights);
+    }
+    this.state.step++;
   }
 }
 

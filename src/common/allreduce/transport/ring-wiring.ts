@@ -22,6 +22,15 @@
 //   5. when both links are up, r stops listening and has its RingLinks. If
 //      either fails or times out, both are closed (no half-built ring) and
 //      connect rejects naming r.
+//
+// A ring over some of the group's ranks (the hierarchical all-reduce's ring
+// of a local leader and the other processes, coordinator/group.ts) keeps the
+// group's ranks and world size in the handshake: the endpoint listens
+// before anyone knows which ranks will be its neighbours, so it listens with
+// `admit: 'any'` (any other rank of the group, once), and connect names the
+// predecessor and successor (`prevRank`, `nextRank`). The links it returns
+// still carry the group rank and world size; the caller renumbers them for
+// the ring it runs (see hierarchical.ts).
 
 import { checkRankAndWorld, checkTag } from '../checks.js';
 import { errorMessage } from '../errors.js';
@@ -40,6 +49,20 @@ export interface RingEndpointOptions {
   /** Run tag; all ranks must agree. Default 0. */
   tag?: number;
   maxFrameBytes?: number;
+  /**
+   * Whom to admit: 'successor' (default), only rank (rank + 1) mod N; 'any',
+   * any other rank of the world once (connect then waits for `nextRank`):
+   * for an endpoint whose neighbours are decided after it listens.
+   */
+  admit?: 'successor' | 'any';
+}
+
+export interface RingConnectOptions {
+  timeoutMs?: number;
+  /** The predecessor's rank, whose hello is expected; default (rank - 1) mod N. */
+  prevRank?: number;
+  /** The successor's rank, which must connect here; default (rank + 1) mod N (one the endpoint admits). */
+  nextRank?: number;
 }
 
 /**
@@ -56,6 +79,7 @@ export class RingEndpoint {
     readonly worldSize: number,
     private readonly tag: number,
     private readonly maxFrameBytes: number,
+    private readonly admit: 'successor' | 'any',
   ) {}
 
   static async listen(options: RingEndpointOptions): Promise<RingEndpoint> {
@@ -69,10 +93,12 @@ export class RingEndpoint {
       tag,
       worldSize,
       selfId: rank,
-      ranks: [(rank + 1) % worldSize],
+      ranks: options.admit === 'any'
+        ? Array.from({ length: worldSize }, (_, r) => r).filter((r) => r !== rank)
+        : [(rank + 1) % worldSize],
       maxFrameBytes,
     });
-    return new RingEndpoint(server, rank, worldSize, tag, maxFrameBytes);
+    return new RingEndpoint(server, rank, worldSize, tag, maxFrameBytes, options.admit ?? 'successor');
   }
 
   /** Where this rank's successor must connect (report it to the coordinator). */
@@ -84,10 +110,18 @@ export class RingEndpoint {
    * Connects to the predecessor's endpoint and waits for the successor to
    * connect here; then stops listening.
    */
-  async connect(prevAddress: PeerAddress, options: { timeoutMs?: number } = {}): Promise<RingLinks> {
+  async connect(prevAddress: PeerAddress, options: RingConnectOptions = {}): Promise<RingLinks> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    const prev = (this.rank - 1 + this.worldSize) % this.worldSize;
-    const next = (this.rank + 1) % this.worldSize;
+    const prev = options.prevRank ?? (this.rank - 1 + this.worldSize) % this.worldSize;
+    const next = options.nextRank ?? (this.rank + 1) % this.worldSize;
+    for (const [what, r] of [['prevRank', prev], ['nextRank', next]] as const) {
+      if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || r === this.rank) {
+        throw new RangeError(`ring rank ${this.rank}: ${what} must be another rank in [0, ${this.worldSize}), got ${r}`);
+      }
+    }
+    if (this.admit === 'successor' && next !== (this.rank + 1) % this.worldSize) {
+      throw new RangeError(`ring rank ${this.rank}: this endpoint admits only rank ${(this.rank + 1) % this.worldSize}, not ${next} (listen with admit 'any')`);
+    }
     const fromPrevP = connectStreamPeer(prevAddress, {
       rank: this.rank,
       worldSize: this.worldSize,

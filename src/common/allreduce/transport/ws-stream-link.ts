@@ -256,7 +256,9 @@ export class WsStreamLink implements Link, FrameReceiver {
     } catch (err) {
       this.failOn(err);
     }
-    const more = this.wantsData();
+    // A failed link keeps reading until the socket ends: the peer's disconnect
+    // after its close frame is what lets close() resolve without its grace timer.
+    const more = this.failure ? !this.socket.destroyed : this.wantsData();
     this.paused = !more;
     return more;
   }
