@@ -1,14 +1,24 @@
-// One rank of scripts/bench-step, in a worker thread: the real step machinery
-// (TrainStep, the optimizer's shared buffers, buckets, a communication thread
-// with a WebSocket ring) under emulated GPU compute. Only forward and
-// backward are emulated: the thread sleeps (Atomics.wait, which holds no
-// core, as a thread waiting on a GPU) until each parameter's gradient would
-// be ready (model/flops.ts), then copies real values into it, as a
-// device-to-host read would, and hands it over.
+// One rank of scripts/bench-step: the real step machinery (TrainStep, the
+// optimizer's shared buffers, buckets, a communication thread with a
+// WebSocket ring) under emulated GPU compute. Only forward and backward are
+// emulated: the thread sleeps (Atomics.wait, which holds no core, as a
+// thread waiting on a GPU) until each parameter's gradient would be ready
+// (model/flops.ts), then copies real values into it, as a device-to-host
+// read would, and hands it over.
+//
+// It runs as a worker thread (workerData is its RankTask, parentPort its
+// channel) or as a child process with an IPC channel, where the driver
+// sends the RankTask first and then the RankPeer, and the rank answers with
+// process.send. The process is how a rank runs inside a network namespace:
+//
+//   ip netns exec tfddp-h1 node dist/scripts/bench-step-rank.js   (spawned with stdio [..., 'ipc'])
+//
+// The IPC channel survives `ip netns exec`, which execs node with the
+// inherited descriptor and NODE_CHANNEL_FD.
 import { parentPort, workerData } from 'node:worker_threads';
 import { CommThread } from '../src/common/allreduce/comm-thread.js';
 import { planBuckets } from '../src/common/allreduce/buckets.js';
-import { clockMs, Timeline, type TraceEvent } from '../src/common/io/timeline.js';
+import { Timeline, type TraceEvent } from '../src/common/io/timeline.js';
 import { gradientReleaseSchedule } from '../src/common/model/flops.js';
 import { buildModelSpec, type ModelName, type ModelSpec } from '../src/common/model/spec.js';
 import type { Batch, GradientResult } from '../src/common/model/replica.js';
@@ -21,6 +31,8 @@ export interface RankTask {
   rank: number;
   worldSize: number;
   tag: number;
+  /** Where the ring endpoint listens (default 127.0.0.1): the namespace's address under --link netns. */
+  host?: string;
   model: ModelName;
   width: number;
   batch: number;
@@ -42,6 +54,9 @@ export type RankMessage =
 export interface RankPeer {
   peer: PeerAddress;
 }
+
+/** What the driver sends a rank process, in order: its task, then its peer. */
+export type RankCommand = { task: RankTask } | RankPeer;
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** Blocks this thread until `at` (performance.now() ms) without using a core. */
@@ -94,8 +109,8 @@ async function run(task: RankTask, post: (m: RankMessage) => void, peer: Promise
   let comm: CommThread | null = null;
   let exchange: GradientExchange | undefined;
   if (task.worldSize > 1) {
-    comm = CommThread.start();
-    post({ kind: 'address', address: await comm.listenRing({ rank: task.rank, worldSize: task.worldSize, tag: task.tag }) });
+    comm = CommThread.start({ spans: task.timeline });
+    post({ kind: 'address', address: await comm.listenRing({ rank: task.rank, worldSize: task.worldSize, tag: task.tag, host: task.host }) });
     const { peer: prev } = await peer;
     await comm.connect({ kind: 'ring', peer: prev, rank: task.rank, worldSize: task.worldSize, tag: task.tag, wire: task.wire });
     await comm.attach(params.memory);
@@ -116,9 +131,7 @@ async function run(task: RankTask, post: (m: RankMessage) => void, peer: Promise
   const exposedMs: number[] = [];
   try {
     for (let s = 0; s < task.warmup + task.steps; s++) {
-      const start = clockMs();
       const r = await step.run(batch, task.batch * task.worldSize, 0.01);
-      if (!task.overlap && timeline) timeline.span('compute', 'forward+backward', start, start + r.gradMs);
       for (const sp of comm?.takeSpans() ?? []) timeline?.span('communication', sp.name, sp.startMs, sp.endMs, sp.args);
       if (s >= task.warmup) {
         stepMs.push(r.stepMs);
@@ -131,11 +144,38 @@ async function run(task: RankTask, post: (m: RankMessage) => void, peer: Promise
   post({ kind: 'result', rank: task.rank, stepMs, exposedMs, events: timeline?.drain() ?? [] });
 }
 
+const failure = (task: RankTask, err: unknown): RankMessage =>
+  ({ kind: 'error', rank: task.rank, message: err instanceof Error ? err.message : String(err) });
+
 if (parentPort && workerData) {
   const port = parentPort;
   const task = workerData as RankTask;
   const peer = new Promise<RankPeer>((resolve) => port.once('message', (m: RankPeer) => resolve(m)));
-  run(task, (m) => port.postMessage(m), peer).catch((err: unknown) => {
-    port.postMessage({ kind: 'error', rank: task.rank, message: err instanceof Error ? err.message : String(err) } satisfies RankMessage);
+  run(task, (m) => port.postMessage(m), peer).catch((err: unknown) => port.postMessage(failure(task, err)));
+} else if (process.send) {
+  // Process mode: the first message is the task, the second the peer. The
+  // channel is let go once the answer is sent, so the process ends on its
+  // own; the driver gone before that (its end closed) ends it at once.
+  const pending: Promise<void>[] = [];
+  const send = (m: RankMessage): void => void pending.push(new Promise((resolve) => process.send!(m, () => resolve())));
+  let peerOf: (p: RankPeer) => void = () => {};
+  const peer = new Promise<RankPeer>((resolve) => (peerOf = resolve));
+  let answered = false;
+  process.on('message', (m: RankCommand) => {
+    if (!('task' in m)) return peerOf(m);
+    const task = m.task;
+    run(task, send, peer)
+      .catch((err: unknown) => {
+        send(failure(task, err));
+        process.exitCode = 1;
+      })
+      .finally(async () => {
+        await Promise.all(pending);
+        answered = true;
+        process.disconnect();
+      });
+  });
+  process.once('disconnect', () => {
+    if (!answered) process.exit(1);
   });
 }

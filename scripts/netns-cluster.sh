@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi-node emulation on one Linux machine: 1 coordinator host and 4 worker
 # hosts, each in its own network namespace, joined through a switch namespace
-# by veth pairs, with `tc netem` shaping every host's link (rate + delay).
+# by veth pairs, with `tc netem` shaping every host's link (rate + delay):
+# scripts/netns-links.sh, which scripts/bench-step --link netns uses too.
 # It then runs real distributed training across them (coordinator with
 # --local-workers 0, one `worker --connect` per host) for N = 1, 2, 4 and
 # records, per N, the all-reduce time per step and the images/s.
@@ -43,51 +44,16 @@ NODE=$(command -v node)
 [ -f "$ROOT/dist/src/coordinator/cli.js" ] || { echo "netns-cluster: build first: npx tsc -p tsconfig.json" >&2; exit 2; }
 
 PREFIX=tfddp
-SWITCH=$PREFIX-sw
 HOSTS=(coord w1 w2 w3 w4)
 TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LINKS="$ROOT/scripts/netns-links.sh"
 
-cleanup() {
-  for h in "${HOSTS[@]}"; do ip netns pids "$PREFIX-$h" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
-  for h in "${HOSTS[@]}"; do ip netns del "$PREFIX-$h" 2>/dev/null || true; done
-  ip netns del "$SWITCH" 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
-cleanup # leftovers of an interrupted run
-
-# Shapes what a host sends; every link is shaped at its sending end, so a frame
-# crosses one shaped link (host -> switch -> host). netem gives rate + delay;
-# kernels without sch_netem get a token bucket (rate only) and the delay is
-# reported as not applied.
-shape() {
-  if ! ip netns exec "$1" tc qdisc add dev eth0 root netem rate "$RATE" delay "$DELAY" limit 100000 2>/dev/null; then
-    ip netns exec "$1" tc qdisc add dev eth0 root tbf rate "$RATE" burst 1mb latency 100ms
-    [ "$DELAY" = none ] || echo "netns-cluster: this kernel has no netem: links limited to $RATE, delay $DELAY NOT applied" >&2
-    DELAY=none
-  fi
-}
-
-ip netns add "$SWITCH"
-ip -n "$SWITCH" link add br0 type bridge
-ip -n "$SWITCH" link set br0 up
-i=1
-for h in "${HOSTS[@]}"; do
-  ns=$PREFIX-$h
-  ip netns add "$ns"
-  ip link add "$PREFIX-$h-a" type veth peer name "$PREFIX-$h-b"
-  ip link set "$PREFIX-$h-a" netns "$ns"
-  ip link set "$PREFIX-$h-b" netns "$SWITCH"
-  ip -n "$ns" link set "$PREFIX-$h-a" name eth0
-  ip -n "$ns" addr add "10.77.0.$i/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-  ip -n "$SWITCH" link set "$PREFIX-$h-b" master br0
-  ip -n "$SWITCH" link set "$PREFIX-$h-b" up
-  shape "$ns"
-  i=$((i + 1))
-done
+# The hosts and their links: scripts/netns-links.sh (coord is 10.77.0.1,
+# wK is 10.77.0.(K+1)). It prints the delay applied ("none" without netem).
+trap 'bash "$LINKS" down "${HOSTS[@]}"' EXIT
+trap 'exit 130' INT TERM
+DELAY=$(bash "$LINKS" up "$RATE" "$DELAY" "${HOSTS[@]}")
 echo "netns-cluster: 1 coordinator + 4 worker hosts on 10.77.0.0/24, links $RATE, delay $DELAY"
-
 
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.tsv"

@@ -49,7 +49,7 @@ async function bucketedRanks(spec: ModelSpec, poison: { rank: number; step: numb
   const plan = planBuckets(spec.params, 0.01, 0.002);
   expect(plan.buckets.length).toBeGreaterThan(4);
   const states = [startState(spec), startState(spec)];
-  const threads = states.map(() => CommThread.start());
+  const threads = states.map(() => CommThread.start({ spans: true }));
   comms.push(...threads);
   const addresses = await Promise.all(threads.map((c, rank) => c.listenRing({ rank, worldSize: 2, tag })));
   await Promise.all(threads.map((c, rank) => c.connect({ kind: 'ring', peer: addresses[1 - rank], rank, worldSize: 2, tag, wire: 'fp32', chunkElements: 1000 })));

@@ -16,7 +16,7 @@ afterEach(async () => {
 /** N comm threads wired into one ring, each with `elements` floats of shared gradient. */
 async function ring(n: number, elements: number, tag = 7): Promise<{ comm: CommThread; grad: Float32Array }[]> {
   const ranks = Array.from({ length: n }, () => {
-    const comm = CommThread.start();
+    const comm = CommThread.start({ spans: true });
     threads.push(comm);
     return { comm, grad: new Float32Array(new SharedArrayBuffer(elements * 4 + 64), 64, elements) };
   });

@@ -167,6 +167,8 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
     throw err;
   } finally {
     watchdog?.stop();
+    // The trace so far, also when the run failed: it shows what the ranks were doing.
+    await outputs.flushTrace().catch((err: Error) => log(`timeline: could not write ${cfg.timeline}: ${err.message}`));
     await membership?.group.close();
     await Promise.all([...lobby.waiting(), ...(membership?.members ?? []).map((m) => m.conn)].map((c) => c.close(1011, 'coordinator stopped')));
     feed?.close();

@@ -15,6 +15,7 @@ import type { RunOutputs, SyncState } from '../common/training/run-outputs.js';
 import { addToEpoch } from '../common/training/run-outputs.js';
 import { BadSteps } from '../common/training/step.js';
 import type { EpochMetrics } from '../common/io/metrics.js';
+import { unpackEvents } from '../common/io/timeline.js';
 import type { ProgressBar, ProgressStream } from '../common/io/progress.js';
 import type { BatchResult } from '../common/model/replica.js';
 import type { MessageOfType } from '../common/protocol/index.js';
@@ -98,6 +99,8 @@ class EpochLoop {
   /** Workers count bad steps per group, so a new group starts the count again. */
   private badSteps: BadSteps;
   private counted: Group;
+  /** A rank sent spans unpackEvents refused (said once). */
+  private badTimeline = false;
   /** The run's first step sets up kernels and buffers: it is kept out of the timing breakdown. */
   private readonly warmupStep: number;
   private bar: ProgressBar | null = null;
@@ -189,9 +192,27 @@ class EpochLoop {
       if (r.step !== state.step) throw new Error(`rank ${rank} reported step ${r.step} where the run is at step ${state.step}`);
     });
     if (state.step % this.o.checksumEvery === 0) compareChecksums(reports.map((r) => r.checksum), `step ${state.step}`);
+    this.addSpans(reports);
     if (reports.some((r) => r.skipped !== reports[0].skipped)) {
       throw new Error(`the ranks disagree whether step ${state.step} was skipped (${reports.map((r, rank) => `rank ${rank}: ${r.skipped}`).join(', ')})`);
     }
+  }
+
+  /** The step's trace spans of every rank (--timeline); a malformed one is dropped with a warning, never the run. */
+  private addSpans(reports: StepReports): void {
+    const trace = this.o.outputs.trace;
+    if (!trace) return;
+    reports.forEach((r, rank) => {
+      if (!r.timeline) return;
+      try {
+        const events = unpackEvents(r.timeline);
+        trace.addRank(rank);
+        trace.add(events);
+      } catch (err) {
+        if (!this.badTimeline) this.o.log(`timeline: dropped rank ${rank}'s spans of step ${r.step}: ${(err as Error).message}`);
+        this.badTimeline = true;
+      }
+    });
   }
 
   /** A step every rank skipped for a non-finite gradient sum: logged with the ranks to blame; --max-bad-steps in a row end the run. */

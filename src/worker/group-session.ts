@@ -27,6 +27,7 @@ import type { BackendChoice } from '../common/backend/names.js';
 import type { Dataset } from '../common/data/types.js';
 import { HaltSignal, type SessionInbox } from './session-inbox.js';
 import { openReducerHost, type ReducerHost } from './reducer-host.js';
+import { clockMs, packEvents, Timeline } from '../common/io/timeline.js';
 import type { ReplicaState } from './replica-state.js';
 
 /**
@@ -132,6 +133,7 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
     ? await openReducerHost({
       overlap: cfg.overlap ?? true,
       memory: ctx.state.params.memory,
+      spans: Boolean(cfg.timeline),
       // admit 'any': in a hierarchical group the ring's neighbours are decided after this listens (connect names them).
       ring: init.allreduce === 'ring' ? { rank, worldSize, host: ctx.ringHost ?? '127.0.0.1', port: ctx.ringPort ?? 0, tag: init.tag, admit: 'any' } : null,
     })
@@ -243,6 +245,9 @@ class GroupTrainer {
   private readonly badSteps: BadSteps;
   /** "rank:step" pairs whose gradient is poisoned with a NaN (fault injection, see FAULT_ENV). */
   private readonly faults: Set<string>;
+  /** With --timeline: this rank's spans, sent with each step report. */
+  private readonly timeline: Timeline | null;
+  private readonly comm: CommThread | null;
   /** The (1-based) step being worked on (its batch awaited, computed, exchanged, applied, reported); null between segments. */
   stepInProgress: number | null = null;
 
@@ -255,6 +260,9 @@ class GroupTrainer {
   ) {
     this.init = ctx.init;
     this.cfg = ctx.init.config;
+    this.comm = comm;
+    this.timeline = this.cfg.timeline ? new Timeline(this.init.rank) : null;
+    const timeline = this.timeline;
     this.state = ctx.state;
     this.badSteps = new BadSteps(this.cfg.maxBadSteps);
     this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
@@ -263,6 +271,7 @@ class GroupTrainer {
       hyper: { momentum: this.cfg.momentum, weightDecay: this.cfg.weightDecay },
       // One worker alone has no reducer, and its step no exchange.
       exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad), buckets: comm ? this.bucketed(comm, replica) : undefined } : undefined,
+      timeline: timeline ? (name, startMs, endMs, args) => timeline.span('compute', name, startMs, endMs, args) : undefined,
       hooks: {
         afterBackward: (grad) => {
           if (this.faults.has(`${this.init.rank}:${state.step + 1}`)) grad[0] = Number.NaN;
@@ -299,6 +308,7 @@ class GroupTrainer {
     for await (const { x, y } of this.loader.prefetch(shards, epoch, true)) {
       if (inbox.halt) throw new HaltSignal(inbox.halt);
       const dataMs = performance.now() - waitStart;
+      this.timeline?.span('compute', 'data wait', clockMs() - dataMs, clockMs());
       const lr = learningRate(epoch, stepInEpoch, batches.length, scheduleOf(cfg));
       const r = await this.step.run({ x, y, count: shards[stepInEpoch - from].length }, batches[stepInEpoch].length, lr);
       if (process.env[DIVERGE_FAULT_ENV] === `${init.rank}:${state.step}`) state.weights[0] = Math.fround(state.weights[0] + 1e-3);
@@ -317,13 +327,15 @@ class GroupTrainer {
 
   /** The step's report to the coordinator: its sums, its times, and every --checksum-every steps a weight checksum. */
   private report(r: StepReport, dataMs: number): void {
-    const { state } = this;
+    const { state, timeline } = this;
+    for (const sp of this.comm?.takeSpans() ?? []) timeline?.span('communication', sp.name, sp.startMs, sp.endMs, sp.args);
     const checksumStart = performance.now();
     const checksum = state.step % this.init.checksumEvery === 0 ? state.optimizerChecksum() : null;
     this.ctx.conn.send({
       type: 'step', step: state.step, lossSum: r.lossSum, correct: r.correct, count: r.count, localNonFinite: r.localNonFinite,
       skipped: r.skipped, checksum, dataMs, gradMs: r.gradMs, reduceMs: r.reduceMs,
       stepMs: r.stepMs + (performance.now() - checksumStart), ...tensorMemory(),
+      ...(timeline ? { timeline: packEvents(timeline.drain()) } : {}),
     });
   }
 

@@ -23,8 +23,12 @@ export interface ReducerHost {
  * communication thread when `overlap`, which then reduces in place in
  * `memory` (the optimizer's shared memory, where the gradient lives).
  */
-export async function openReducerHost(options: { overlap: boolean; ring: RingEndpointOptions | null; memory: SharedArrayBuffer }): Promise<ReducerHost> {
-  return options.overlap ? openCommThreadHost(options.ring, options.memory) : openLocalHost(options.ring);
+export async function openReducerHost(options: {
+  overlap: boolean; ring: RingEndpointOptions | null; memory: SharedArrayBuffer;
+  /** Keep the communication thread's spans (--timeline). */
+  spans: boolean;
+}): Promise<ReducerHost> {
+  return options.overlap ? openCommThreadHost(options.ring, options.memory, options.spans) : openLocalHost(options.ring);
 }
 
 async function openLocalHost(ring: RingEndpointOptions | null): Promise<ReducerHost> {
@@ -41,8 +45,8 @@ async function openLocalHost(ring: RingEndpointOptions | null): Promise<ReducerH
   };
 }
 
-async function openCommThreadHost(ring: RingEndpointOptions | null, memory: SharedArrayBuffer): Promise<ReducerHost> {
-  const comm = CommThread.start();
+async function openCommThreadHost(ring: RingEndpointOptions | null, memory: SharedArrayBuffer, spans: boolean): Promise<ReducerHost> {
+  const comm = CommThread.start({ spans });
   try {
     const address = ring ? await comm.listenRing(ring) : null;
     return {

@@ -60,7 +60,7 @@ export class CommThread implements AllReducer {
   private exited = false;
   private closing: Promise<void> | null = null;
 
-  private constructor(private readonly worker: Worker) {
+  private constructor(private readonly worker: Worker, private readonly keepSpans: boolean) {
     worker.on('message', (reply: CommReply) => this.onReply(reply));
     worker.on('error', (err) => this.failAll(new AllReduceError(`the communication thread crashed: ${err.message}`)));
     worker.on('exit', (code) => {
@@ -69,8 +69,9 @@ export class CommThread implements AllReducer {
     });
   }
 
-  static start(): CommThread {
-    return new CommThread(new Worker(resolveWorkerScript(import.meta.url, './comm-thread-entry.js')));
+  /** A new thread; `spans`: keep its timeline spans for takeSpans (--timeline), else they are dropped. */
+  static start(options: { spans?: boolean } = {}): CommThread {
+    return new CommThread(new Worker(resolveWorkerScript(import.meta.url, './comm-thread-entry.js')), options.spans ?? false);
   }
 
   /** Opens the ring endpoint in the thread; resolves with its address (for `ready`). */
@@ -100,13 +101,13 @@ export class CommThread implements AllReducer {
     checkReduceArgs(buf, seq);
     if (buf.buffer === this.memory) {
       const reply = await this.request({ op: 'reduce', seq, buffer: 'memory', offset: buf.byteOffset / 4, count: buf.length });
-      this.spans.push(...(reply.spans ?? []));
+      this.keep(reply.spans);
       return;
     }
     const staging = await this.stagingFor(buf.length);
     staging.set(buf);
     const reply = await this.request({ op: 'reduce', seq, buffer: 'staging', offset: 0, count: buf.length });
-    this.spans.push(...(reply.spans ?? []));
+    this.keep(reply.spans);
     buf.set(staging.subarray(0, buf.length));
   }
 
@@ -167,7 +168,11 @@ export class CommThread implements AllReducer {
     };
   }
 
-  /** The thread's spans since the last call (its timeline track). */
+  private keep(spans: CommSpan[] | undefined): void {
+    if (this.keepSpans && spans) this.spans.push(...spans);
+  }
+
+  /** The thread's spans since the last call (its timeline track); empty unless started with `spans`. */
   takeSpans(): CommSpan[] {
     const spans = this.spans;
     this.spans = [];
@@ -215,7 +220,7 @@ export class CommThread implements AllReducer {
 
   private onReply(reply: CommReply): void {
     if (reply.op === 'bucket') {
-      this.spans.push(...reply.spans);
+      this.keep(reply.spans);
       const step = this.step;
       if (step !== null && step.id === reply.id) step.waits[reply.index].resolve();
       return;

@@ -35,6 +35,7 @@ export function addTrainOptions(cmd: Command): Command {
     .addOption(new Option('--loader-threads <n>', 'augmentation threads').argParser(intFlag(1)))
     .option('--no-plots', 'skip curves.png and samples.png')
     .option('--tensorboard <dir>', 'also write TensorBoard event files (train/test loss and accuracy, lr, img/s per epoch) here')
+    .option('--timeline <file>', 'also write a Chrome trace (Perfetto, chrome://tracing) of every step: data wait, forward, backward, each bucket\'s all-reduce, optimizer')
     .addOption(new Option('--bucket-mb <mb>', 'distributed runs: gradient bucket cap in MB (the first bucket is 1 MB), reduced during backward')
       .argParser(numberFlag(0, true)).default(DEFAULT_BUCKET_CAP_MB))
     .option('--no-overlap', 'distributed runs: one all-reduce of the whole gradient after backward, instead of buckets during it');
@@ -46,7 +47,7 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
   for (const key of Object.keys(DEFAULTS) as (keyof TrainConfig)[]) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
-  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'bucketMb', 'overlap'] as const) {
+  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'timeline', 'bucketMb', 'overlap'] as const) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
   return cfg;

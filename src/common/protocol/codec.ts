@@ -14,7 +14,7 @@ export class ProtocolError extends Error {
 
 type FieldKind =
   | 'string' | 'number' | 'float' | 'boolean' | 'object' | 'f32' | 'u8' | 'address' | 'ranks'
-  | 'string?' | 'number?' | 'boolean?' | 'f32?' | 'address?' | 'ranks?';
+  | 'string?' | 'number?' | 'boolean?' | 'object?' | 'f32?' | 'address?' | 'ranks?';
 
 /** Most ranks a `ranks` field may list (a group is far smaller). */
 const MAX_RANKS = 65_536;
@@ -29,6 +29,8 @@ const SCHEMA: Record<ControlMessage['type'], Record<string, FieldKind>> = {
   step: {
     step: 'number', lossSum: 'float', correct: 'number', count: 'number', localNonFinite: 'boolean', skipped: 'boolean',
     checksum: 'string?', dataMs: 'number', gradMs: 'number', reduceMs: 'number', stepMs: 'number', tensors: 'number', tensorBytes: 'number',
+    // Optional: only with --timeline, and absent from workers before it; its inside is checked by unpackEvents.
+    timeline: 'object?',
   },
   eval: { epoch: 'number', lossSum: 'number', correct: 'number', count: 'number' },
   'data-status': { cached: 'boolean' },

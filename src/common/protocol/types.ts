@@ -5,6 +5,7 @@
 
 import type { WireName } from '../allreduce/wire-format.js';
 import type { TrainConfig } from '../training/config.js';
+import type { PackedEvents } from '../io/timeline.js';
 
 /** Bumped on any incompatible change to the messages below. */
 export const PROTOCOL_VERSION = 2;
@@ -81,6 +82,12 @@ export interface StepMessage {
   /** tf.memory() of this worker after the step: live tensors and their bytes (a leak shows as growth). */
   tensors: number;
   tensorBytes: number;
+  /**
+   * Optional (absent before it was added): with `config.timeline`, this
+   * step's trace spans (compute and communication tracks), packed
+   * (io/timeline.ts packEvents); the coordinator writes them into one file.
+   */
+  timeline?: PackedEvents | null;
 }
 
 /** End-of-epoch evaluation of this rank's shard of the test set. */

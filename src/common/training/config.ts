@@ -35,6 +35,8 @@ export interface TrainConfig {
   plots: boolean;
   /** Also write the epoch scalars as TensorBoard event files here. */
   tensorboard?: string;
+  /** Also write a Chrome trace of every step here (io/timeline.ts): each rank's compute and communication spans. */
+  timeline?: string;
   /**
    * Distributed runs: the gradient buckets' cap in MB (the first bucket is
    * 1 MB, as PyTorch's); absent: 25. Every rank cuts the same buckets.

@@ -1,6 +1,7 @@
 // What a run records, the same for the single-process trainer and the
 // distributed coordinator: the epoch clock and progress bar, the epoch's
-// metrics (metrics.jsonl, the epoch line, TensorBoard, curves.png) and the
+// metrics (metrics.jsonl, the epoch line, TensorBoard, curves.png), the
+// --timeline trace (written at every checkpoint and at the end) and the
 // checkpoints, mid-epoch and at the epoch end. The coordinator passes a
 // `sync` that first copies the replicas' state into the run state.
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { learningRate, scheduleOf } from '../optim/schedule.js';
 import { appendMetrics, formatEpochLine, type EpochMetrics } from '../io/metrics.js';
 import { ProgressBar, type ProgressStream } from '../io/progress.js';
 import { writeCurvesPng } from '../io/plot/curves.js';
+import { TraceFile } from '../io/timeline.js';
 import { saveCheckpoint, type RunState } from './run-state.js';
 
 /** Makes the run state hold the replicas' state before a checkpoint (the coordinator's snapshot); the trainer has none. */
@@ -21,6 +23,8 @@ export class RunOutputs {
   /** Also told of every epoch's metrics (TensorBoard, the dashboard). */
   readonly onEpoch: ((m: EpochMetrics) => void)[] = [];
   readonly stepsPerEpoch: number;
+  /** With --timeline: every rank's step spans, one file. */
+  readonly trace: TraceFile | null;
   private epochStart = Date.now();
 
   constructor(
@@ -31,6 +35,12 @@ export class RunOutputs {
   ) {
     this.metricsFile = path.join(cfg.out, 'metrics.jsonl');
     this.stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
+    this.trace = cfg.timeline ? new TraceFile(cfg.timeline) : null;
+  }
+
+  /** Writes the trace so far (atomically: a crash keeps the last complete one). */
+  async flushTrace(): Promise<void> {
+    if (this.trace) await this.trace.flush();
   }
 
   /** Starts the epoch in progress: its clock (a resumed epoch goes on from its recorded seconds) and its progress bar. */
@@ -44,6 +54,7 @@ export class RunOutputs {
     state.epochTotals.seconds = this.seconds();
     await sync?.();
     await saveCheckpoint(this.cfg, this.spec, state);
+    await this.flushTrace();
   }
 
   /** Ends the epoch in progress with its test result: its metrics everywhere, then the next epoch's state and a checkpoint. */
@@ -78,6 +89,7 @@ export class RunOutputs {
     state.epochTotals = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
     await sync?.();
     await saveCheckpoint(cfg, this.spec, state);
+    await this.flushTrace();
     return m;
   }
 

@@ -19,6 +19,7 @@ import { optimizerStateOf, type RunState } from './run-state.js';
 import { prepareRun, type PreparedRun } from './run-setup.js';
 import { addToEpoch } from './run-outputs.js';
 import { BadSteps, TrainStep } from './step.js';
+import { Timeline } from '../io/timeline.js';
 export type { RunState } from './run-state.js';
 
 export interface TrainIo {
@@ -43,12 +44,17 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
   const { data, spec, state, outputs } = run;
   const replica = new Replica(spec, state.weights, [data.train.height, data.train.width, data.train.channels]);
   const loader = new BatchLoader({ set: data.train, threads: cfg.loaderThreads, seed: cfg.seed, ...NORMALIZE });
+  // --timeline: rank 0's compute track, handed to the run's trace after each step.
+  const timeline = outputs.trace ? new Timeline(0) : null;
+  outputs.trace?.addRank(0);
   const t: Trainer = {
     cfg, run, loader, io, badSteps: new BadSteps(cfg.maxBadSteps),
     step: new TrainStep(replica, optimizerStateOf(state), {
       hyper: { momentum: cfg.momentum, weightDecay: cfg.weightDecay },
       hooks: { afterBackward: () => throwIfInjected(0, state.step + 1) },
+      timeline: timeline ? (name, startMs, endMs, args) => timeline.span('compute', name, startMs, endMs, args) : undefined,
     }),
+    afterStep: timeline ? () => outputs.trace!.add(timeline.drain()) : () => {},
   };
   const trainStart = Date.now();
   let dataWaitMs = 0;
@@ -62,6 +68,7 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
     dataWaitMs = loader.stats().waitMs;
     await loader.close();
     replica.dispose();
+    await outputs.flushTrace();
   }
   return { history: state.history, state, spec, dataWaitMs, trainMs: Date.now() - trainStart };
 }
@@ -73,6 +80,8 @@ interface Trainer {
   step: TrainStep;
   badSteps: BadSteps;
   io: TrainIo;
+  /** Hands the step's trace spans on (--timeline). */
+  afterStep: () => void;
 }
 
 /** --max-steps reached. */
@@ -91,6 +100,7 @@ async function trainEpoch(t: Trainer): Promise<boolean> {
     const lr = learningRate(epoch, state.stepInEpoch, batches.length, scheduleOf(cfg));
     // One process holds the whole global batch: no exchange.
     const r = await t.step.run(batch, batch.count, lr);
+    t.afterStep();
     state.stepInEpoch++;
     const tooMany = badSteps.note(r.skipped);
     if (r.skipped) {

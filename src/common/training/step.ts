@@ -116,12 +116,15 @@ export class TrainStep {
   async run(batch: Batch, globalBatch: number, lr: number): Promise<StepReport> {
     if (this.setup.exchange?.buckets) return this.runBucketed(batch, globalBatch, lr, this.setup.exchange.buckets);
     const { grad, state } = this;
-    const { exchange, hooks } = this.setup;
+    const { exchange, hooks, timeline } = this.setup;
     const start = performance.now();
+    const startWall = wallMs();
 
     // Forward and backward. The loss is divided by the *global* batch, so the
     // sum over the ranks is the gradient of the global batch's mean loss.
     const res = this.replica.computeGradients(batch, 1 / globalBatch, grad);
+    timeline?.('forward', startWall, startWall + res.forwardMs);
+    timeline?.('backward', startWall + res.forwardMs, wallMs());
     hooks?.afterBackward?.(grad);
     // Checked before the exchange, so that the run can name the rank whose own
     // gradient was bad; alone, a rank's gradient is the sum, checked below.
@@ -129,16 +132,24 @@ export class TrainStep {
     const reduceStart = performance.now();
 
     // Sum over the ranks: the only point where ranks wait for each other.
+    const reduceWall = wallMs();
     await exchange?.allReduce(grad);
     const reduceEnd = performance.now();
+    if (exchange) timeline?.('allreduce', reduceWall, wallMs());
+    const waitStart = wallMs();
     await hooks?.beforeUpdate?.();
+    if (hooks?.beforeUpdate) timeline?.('commit wait', waitStart, wallMs());
 
     // Every rank holds the same sum, so every rank decides alike: a non-finite
     // sum skips the update everywhere, and the replicas stay equal.
     // torch.optim.SGD with momentum and weight decay; a skipped first step
     // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
+    const sgdStart = wallMs();
     const skipped = !state.params.step({ lr, ...this.setup.hyper }, state.step === 0);
+    const uploadStart = wallMs();
+    timeline?.('optimizer', sgdStart, uploadStart);
     this.finish(res, skipped);
+    timeline?.('upload', uploadStart, wallMs());
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: localNonFinite ?? skipped, skipped,
       gradMs: reduceStart - start, backwardMs: res.backwardMs, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
