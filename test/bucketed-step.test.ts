@@ -46,7 +46,7 @@ function startState(spec: ModelSpec): ReplicaState {
 /** Two ranks that reduce bucket by bucket through communication threads. */
 async function bucketedRanks(spec: ModelSpec, poison: { rank: number; step: number } | null): Promise<Rank[]> {
   const tag = 11;
-  const plan = planBuckets(spec.params, 0.01, 0.002);
+  const plan = planBuckets(spec.params, 0.005, 0.002);
   expect(plan.buckets.length).toBeGreaterThan(4);
   const states = [startState(spec), startState(spec)];
   const threads = states.map(() => CommThread.start({ spans: true }));
