@@ -17,6 +17,9 @@
 // same run by scripts/torch_gloo_allreduce.py where python3-torch is installed
 // (Debian); without it the script says so and measures the rest.
 //
+// 'local' rows come from measureLocalAllReduce (bench-local-allreduce.ts,
+// which still runs alone against gloo, as docs/BENCHMARKS.md section 1 shows).
+//
 // The same file is the child program: `--role ring-worker|star-worker|tcp-sink|tcp-source`.
 // Reported per all-reduce: time (slowest rank, after an IPC barrier), algbw =
 // gradient bytes / time, busbw = algbw * 2 (N-1) / N (the nccl-tests convention,
@@ -343,14 +346,14 @@ type Role = (typeof ROLES)[number];
 const internal = (flags: string, parse: (value: string) => number) => new Option(flags).argParser(parse).hideHelp();
 
 const program = exitOnUsageError(new Command('bench-allreduce')
-  .description('Ring vs star (vs PyTorch gloo) all-reduce of gradient-sized buffers on loopback, each rank its own process, against raw TCP')
+  .description('Ring vs star vs shared-memory threads (local) vs PyTorch gloo: all-reduce of gradient-sized buffers on loopback, against raw TCP; by default every algorithm and wire format')
   .addOption(new Option('--sizes <list>', 'gradient sizes in float32 elements (ResNet18, ResNet50)').argParser(listFlag(intFlag(1), '11173962,23520842'))
     .default([11173962, 23520842], '11173962,23520842'))
-  .addOption(new Option('--workers <list>', 'rank counts').argParser(listFlag(intFlag(1))).default([2, 4], '2,4'))
+  .addOption(new Option('--workers <list>', 'rank counts, 2 or more').argParser(listFlag(intFlag(2))).default([2, 4], '2,4'))
   .addOption(new Option('--iters <n>', 'timed all-reduces per configuration').argParser(intFlag(1)).default(5))
   .addOption(new Option('--warmup <n>', 'untimed all-reduces before them').argParser(intFlag(0)).default(2))
   .addOption(new Option('--algos <list>', `algorithms, of ${ALGOS.join(', ')}`).argParser(listFlag(choiceFlag(ALGOS), 'ring,star')).default([...ALGOS], ALGOS.join(',')))
-  .addOption(new Option('--wires <list>', `wire formats, of ${WIRE_NAMES.join(', ')} (bf16/fp16 are compressed; star is fp32 only)`)
+  .addOption(new Option('--wires <list>', `wire formats, of ${WIRE_NAMES.join(', ')} (bf16/fp16 are compressed; star and local are fp32 only)`)
     .argParser(listFlag(choiceFlag(WIRE_NAMES), 'fp32,bf16')).default([...WIRE_NAMES], WIRE_NAMES.join(',')))
   .addOption(new Option('--wire <list>', 'same as --wires').argParser(listFlag(choiceFlag(WIRE_NAMES), 'bf16')).hideHelp())
   .addOption(new Option('--chunk <n>', 'elements per all-reduce message').argParser(intFlag(1)).default(DEFAULT_CHUNK_ELEMENTS))
@@ -368,12 +371,12 @@ const program = exitOnUsageError(new Command('bench-allreduce')
 Every row (the JSON's "results" and the table) carries:
   algo        ring, star, local (shared memory between threads of this process) or gloo (PyTorch's CPU all-reduce, same run)
   wire        fp32, bf16 or fp16; bf16/fp16 are compressed (lossy sums), marked so
-  workers     rank processes (N)
+  workers     ranks (N): processes, or threads for local
   elements    float32 elements per gradient
-  medianMs    median time of the slowest rank (mean, std and every time too)
+  medianMs    median time of the slowest rank (local: rank 0's, every call a barrier); mean, std, every time too
   busbwGBs    algbw * 2(N-1)/N, on the fp32 bytes for every wire
   busbwVsTcp  busbw / raw TCP between two Node processes, same run
-  peakRssMb   largest rank's peak RSS`));
+  peakRssMb   largest rank's peak RSS (local: this process's, all its threads)`));
 
 /** A rank process (forked by the parent with --role): runs its part and reports over IPC. */
 async function child(role: Role, o: Options): Promise<void> {

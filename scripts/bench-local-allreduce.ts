@@ -11,6 +11,8 @@
 //
 // Its JSON rows have bench-allreduce's fields (algo 'local' or 'gloo', wire,
 // workers, elements, medianMs, busbwGBps), so the two can be merged.
+// bench-allreduce measures 'local' rows by default too, with this file's
+// measureLocalAllReduce, in the same run as its ring, star and gloo rows.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,7 +1,8 @@
 // The all-reduce benchmark as users run it: real rank processes on loopback,
-// its table and JSON, and the gloo comparison (measured where PyTorch is
-// installed, reported as not measured where it is not). Tiny buffers: this
-// checks the benchmark's machinery, never its speed.
+// the shared-memory threads ('local'), its table and JSON, --help, and the
+// gloo comparison (measured where PyTorch is installed, reported as not
+// measured where it is not). Tiny buffers: this checks the benchmark's
+// machinery, never its speed.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,7 +18,7 @@ interface Row { algo: string; wire: string; compressed: boolean; elements: numbe
 
 async function bench(python: string, out: string, extra: string[] = []): Promise<{ stdout: string; rows: Row[] }> {
   const stdout = await runScript('bench-allreduce.js', ['--sizes', '10000', '--workers', '2,3', '--iters', String(ITERS), '--warmup', '1', '--chunk', '1024',
-    '--algos', 'ring,star,gloo', '--python', python, '--out', out, ...extra]);
+    '--python', python, '--out', out, ...extra]);
   return { stdout, rows: (JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Row[] }).results };
 }
 
@@ -30,12 +31,13 @@ function checkRow(r: Row): void {
 }
 
 describe('scripts/bench-allreduce', () => {
-  it('measures ring and star in separate rank processes, and says when gloo cannot be measured', async () => {
+  it('by default measures ring and star in separate rank processes and local threads, and says when gloo cannot be measured', async () => {
     const { stdout, rows } = await bench(path.join(dir, 'no-such-python'), path.join(dir, 'no-torch.json'));
     // The script itself checks every rank's sum and that all ranks end with the same bits.
-    // Every algorithm in every wire format it has (the star is fp32 only), 16-bit ones marked compressed.
+    // No --algos or --wires: every algorithm in every wire format it has (star and local are fp32 only), 16-bit ones marked compressed.
     expect(rows.map((r) => `${r.algo}-${r.wire}${r.workers}`)).toEqual([
-      'ring-fp322', 'ring-bf162', 'ring-fp162', 'star-fp322', 'ring-fp323', 'ring-bf163', 'ring-fp163', 'star-fp323',
+      'ring-fp322', 'ring-bf162', 'ring-fp162', 'star-fp322', 'local-fp322',
+      'ring-fp323', 'ring-bf163', 'ring-fp163', 'star-fp323', 'local-fp323',
     ]);
     for (const r of rows) {
       expect(r.compressed).toBe(r.wire !== 'fp32');
@@ -43,15 +45,25 @@ describe('scripts/bench-allreduce', () => {
       expect(r.busbwVsTcp).toBeGreaterThan(0);
     }
     expect(stdout).toMatch(/\| ring \| bf16 \(compressed\) \| 3 \| 10000 \|/);
+    // The shared-memory rows, with the same fields, in the table too (busbw and its ratio to raw TCP).
+    expect(stdout).toMatch(/\| local \| fp32 \| 2 \| 10000 \| 0\.0 \| [\d.]+ \| [\d.]+ ± [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+% \|/);
     rows.forEach(checkRow);
     expect(stdout).toMatch(/gloo: not measured \(.*\); install python3-torch/);
     expect(stdout.match(/not measured/g)).toHaveLength(1);
     expect(stdout).toMatch(/\| ring \| fp32 \| 3 \| 10000 \| 0\.0 \|/);
   }, 60_000);
 
+  it('--help lists the algorithms, wire formats and the fields of a row', async () => {
+    const help = await runScript('bench-allreduce.js', ['--help']);
+    expect(help).toMatch(/--algos <list>\s+algorithms, of ring, star, local, gloo \(default:\s+ring,star,local,gloo\)/);
+    expect(help).toMatch(/--wires <list>\s+wire formats, of fp32, bf16, fp16 .*\(default:\s+fp32,bf16,fp16\)/s);
+    for (const field of ['algo', 'wire', 'workers', 'elements', 'medianMs', 'busbwGBs', 'busbwVsTcp']) expect(help).toMatch(new RegExp(`^  ${field} `, 'm'));
+    expect(help).toMatch(/local \(shared memory between threads/);
+  });
+
   pytorch.test('measures gloo in the same run where PyTorch is installed (/usr/bin/python3)', async () => {
-    // fp32 only: the 16-bit rows are checked above, and gloo's are slow to start.
-    const { stdout, rows } = await bench(SYSTEM_PYTHON, path.join(dir, 'default.json'), ['--wires', 'fp32']);
+    // gloo in fp32 only: the other algorithms and the 16-bit rows are checked above, and gloo's are slow to start.
+    const { stdout, rows } = await bench(SYSTEM_PYTHON, path.join(dir, 'default.json'), ['--algos', 'gloo', '--wires', 'fp32']);
     const gloo = rows.filter((r) => r.algo === 'gloo' && r.wire === 'fp32');
     expect(gloo.map((r) => r.workers)).toEqual([2, 3]);
     gloo.forEach(checkRow);

@@ -25,6 +25,24 @@ const ring = (n: number, bytes: number, link: number, alpha: number): number =>
 const ringBf16 = (n: number, elements: number, link: number, alpha: number): number =>
   2 * (n - 1) * alpha + ((2 * (n - 1)) / n) * elements * (2 / link + 4 / HOST + CODEC);
 
+const spec = buildModelSpec({ name: 'resnet50', width: 64, numClasses: 10, inChannels: 3, norm: 'batch' });
+
+/** ResNet50's buckets, rebuilt here: reverse parameter order, closed once at 1 MiB, then at 25 MiB; released on the FLOPs schedule. */
+function resnet50Buckets(computeMs: number): { params: number; elements: number; releaseMs: number }[] {
+  const { releaseMs } = gradientReleaseSchedule(spec, 32, computeMs);
+  const buckets: { params: number; elements: number; releaseMs: number }[] = [];
+  let open = { params: 0, elements: 0, releaseMs: 0 };
+  for (let i = spec.params.length - 1; i >= 0; i--) {
+    open = { params: open.params + 1, elements: open.elements + spec.params[i].size, releaseMs: releaseMs[i] };
+    if (4 * open.elements >= (buckets.length === 0 ? 1 : 25) * 1024 * 1024) {
+      buckets.push(open);
+      open = { params: 0, elements: 0, releaseMs: 0 };
+    }
+  }
+  if (open.params > 0) buckets.push(open);
+  return buckets;
+}
+
 function writeInputs(): { allreduce: string; netns: string } {
   const busbw = 1 / (1 / TCP + 1 / HOST);
   const results = [2, 4].flatMap((workers) => [
@@ -78,21 +96,9 @@ describe('scripts/cost-model', () => {
     expect(model.scenarios).toHaveLength(3 * 4 * 2 * 2);
     expect(model.prediction).toHaveLength(12);
 
-    // The buckets, rebuilt here: reverse parameter order, closed once at 1 MiB, then at 25 MiB.
-    const spec = buildModelSpec({ name: 'resnet50', width: 64, numClasses: 10, inChannels: 3, norm: 'batch' });
-    const { releaseMs } = gradientReleaseSchedule(spec, 32, 150);
-    const expected: { params: number; elements: number; releaseMs: number }[] = [];
-    let open = { params: 0, elements: 0, releaseMs: 0 };
-    for (let i = spec.params.length - 1; i >= 0; i--) {
-      open = { params: open.params + 1, elements: open.elements + spec.params[i].size, releaseMs: releaseMs[i] };
-      if (4 * open.elements >= (expected.length === 0 ? 1 : 25) * 1024 * 1024) {
-        expected.push(open);
-        open = { params: 0, elements: 0, releaseMs: 0 };
-      }
-    }
-    if (open.params > 0) expected.push(open);
+    const expected = resnet50Buckets(150);
     expect(model.buckets.map(({ params, elements, releaseMs }) => ({ params, elements, releaseMs }))).toEqual(expected);
-    expect(model.buckets.reduce((s, b) => s + b.elements, 0)).toBe(spec.paramCount);
+    expect(model.buckets.reduce((t, b) => t + b.elements, 0)).toBe(spec.paramCount);
     expect(model.buckets.at(-1)!.releaseMs).toBe(150); // the stem, at the end of backward
     expect(model.buckets[0].releaseMs).toBeGreaterThan(50); // after forward
 
@@ -128,6 +134,81 @@ describe('scripts/cost-model', () => {
 
     const bad = runScript('cost-model.js', ['--host-gbs', '1', '--params', '11173962', '--out', out], dir);
     await expect(bad).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/^cost-model: error: --params 11173962 is not resnet50 at --width 64 \(23520842 parameters\)/) });
+  });
+
+  it('checks every bench-step row against the model under its conditions, and refits the host rate on the overlap-off rows', async () => {
+    const { allreduce } = writeInputs();
+    const E = spec.paramCount;
+    const A = 1e-3; // --alpha-ms 1
+    const OPT = 60; // N=1: step - compute
+    const NETNS_ALPHA = A + 0.2e-3; // a netns link adds its delay to every stage
+    const slowOff = 1.5 * 1000 * ring(2, 4 * E, TCP, A); // the measured whole all-reduce: half again the model's
+    const row = (workers: number, link: string, wire: string, overlap: boolean, stepMs: number, exposedCommMs: number) =>
+      ({ workers, link, wire, compressed: wire !== 'fp32', overlap, computeMs: 150, stepMs, exposedCommMs, efficiency: 210 / stepMs, stepTimes: [stepMs] });
+    const rows = [
+      row(1, 'loopback', 'fp32', false, 150 + OPT, 0.01),
+      row(2, 'loopback', 'fp32', false, 150 + slowOff + OPT + 20, slowOff),
+      row(2, 'loopback', 'fp32', true, 300, 40),
+      row(2, 'loopback', 'bf16', true, 320, 50),
+      // More ranks than the 2 cores: checked, but not in the refit.
+      row(4, 'loopback', 'fp32', false, 900, 600),
+      row(4, 'netns-10gbit', 'fp32', false, 500, 250),
+    ];
+    const benchStep = path.join(dir, 'bench-step.json');
+    fs.writeFileSync(benchStep, JSON.stringify({ model: 'resnet50', width: 64, batch: 32, bucketMb: 25, cpus: 2,
+      netns: { rate: '10gbit', delay: '0.2ms', delayApplied: true }, rows }));
+    const out = path.join(dir, 'bench-step-check', 'cost-model.json');
+    const stdout = await runScript('cost-model.js', ['--allreduce', allreduce, '--alpha-ms', '1', '--bench-step', benchStep, '--out', out], dir);
+    expect(stdout).toMatch(/check against bench-step .*resnet50 width 64, batch 32, 25 MiB buckets; ranks share 2 cores/);
+    expect(stdout).toMatch(/optimizerMs 60\.0 ms, bench-step's N=1 step - its compute/);
+    expect(stdout).toMatch(/^\| 2 \| loopback \| fp32 \| off \| 150 \| [\d.]+ \| [\d.]+ \| -\d+% \|/m);
+    expect(stdout).toMatch(/host rate refitted on 1 overlap-off fp32 bench-step rows \(N at most 2\)/);
+    type P = { stepMs: number; exposedCommMs: number; efficiency: number };
+    interface Check { workers: number; link: string; wire: string; overlap: boolean; measured: P; predicted: P; refit: P; stepErrorPct: number; measuredHostMs: number }
+    const { benchStepCheck: c, hostBps } = JSON.parse(fs.readFileSync(out, 'utf8')) as {
+      hostBps: number; benchStepCheck: { optimizerMs: number; cores: number; refitHostBps: number; refitRows: number; rows: Check[] };
+    };
+    expect(hostBps / HOST).toBeCloseTo(1, 6); // the prediction keeps the all-reduce benchmark's rate by default
+    expect(c.optimizerMs).toBeCloseTo(OPT, 9);
+    expect(c.cores).toBe(2);
+    expect(c.rows).toHaveLength(rows.length);
+    const overlapped = (seconds: (e: number) => number) => {
+      let end = 0;
+      for (const b of resnet50Buckets(150)) end = Math.max(b.releaseMs, end) + 1000 * seconds(b.elements);
+      return Math.max(0, end - 150);
+    };
+    const expectedExposed = [
+      0,
+      1000 * ring(2, 4 * E, TCP, A),
+      overlapped((e) => ring(2, 4 * e, TCP, A)),
+      overlapped((e) => ringBf16(2, e, TCP, A)),
+      1000 * ring(4, 4 * E, TCP, A),
+      1000 * ring(4, 4 * E, 1.25e9, NETNS_ALPHA),
+    ];
+    c.rows.forEach((r, i) => {
+      expect(r.measured.stepMs).toBe(rows[i].stepMs);
+      expect(r.predicted.exposedCommMs).toBeCloseTo(expectedExposed[i], 6);
+      expect(r.predicted.stepMs).toBeCloseTo(150 + expectedExposed[i] + OPT, 6);
+      expect(r.predicted.efficiency).toBeCloseTo((150 + OPT) / r.predicted.stepMs, 9);
+      expect(r.stepErrorPct).toBeCloseTo((100 * (r.predicted.stepMs - rows[i].stepMs)) / rows[i].stepMs, 9);
+      expect(r.measuredHostMs).toBeCloseTo(rows[i].stepMs - 150 - rows[i].exposedCommMs, 9);
+    });
+    expect(c.rows[2].predicted.exposedCommMs).toBeGreaterThan(0);
+    expect(c.rows[2].predicted.exposedCommMs).toBeLessThan(expectedExposed[1]); // overlap hides part of it
+
+    // The refit: the host rate that makes the N=2 overlap-off all-reduce the measured one, and only that row.
+    expect(c.refitRows).toBe(1);
+    expect(1 / c.refitHostBps).toBeCloseTo((slowOff / 1000 - 2 * A) / (4 * E) - 1 / TCP, 18);
+    expect(c.refitHostBps).toBeLessThan(HOST);
+    expect(c.rows[1].refit.exposedCommMs).toBeCloseTo(slowOff, 6);
+    expect(c.rows[1].refit.stepMs).toBeCloseTo(150 + slowOff + OPT, 6);
+
+    // --host-from bench-step: the prediction uses the refitted rate.
+    const refitOut = path.join(dir, 'bench-step-check', 'refit.json');
+    await runScript('cost-model.js', ['--allreduce', allreduce, '--alpha-ms', '1', '--bench-step', benchStep, '--host-from', 'bench-step', '--out', refitOut], dir);
+    const refit = JSON.parse(fs.readFileSync(refitOut, 'utf8')) as { hostBps: number; hostFrom: string };
+    expect(refit.hostFrom).toBe('bench-step');
+    expect(refit.hostBps / c.refitHostBps).toBeCloseTo(1, 9);
   });
 
   it('a missing measurement file is one line naming the script that writes it, exit 1', async () => {
