@@ -269,6 +269,8 @@ class GroupTrainer {
     const { state } = this;
     this.step = new TrainStep(replica, state, {
       hyper: { momentum: this.cfg.momentum, weightDecay: this.cfg.weightDecay },
+      // --accumulate: the step cuts this rank's shard into micro-batches, with one exchange per step.
+      accumulate: this.cfg.accumulate,
       // One worker alone has no reducer, and its step no exchange.
       exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad), buckets: comm ? this.bucketed(comm, replica) : undefined } : undefined,
       timeline: timeline ? (name, startMs, endMs, args) => timeline.span('compute', name, startMs, endMs, args) : undefined,

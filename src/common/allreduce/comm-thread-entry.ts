@@ -8,7 +8,7 @@ import { AllReduceError, errorMessage } from './errors.js';
 import { buildReducer } from './reducer-factory.js';
 import { RingEndpoint } from './transport/ring-wiring.js';
 import type { AllReducer } from './reducer.js';
-import type { CommReply, CommRequest, CommSpan } from './comm-thread-types.js';
+import { SYNC, type CommReply, type CommRequest, type CommSpan } from './comm-thread-types.js';
 
 const wallMs = (): number => performance.timeOrigin + performance.now();
 
@@ -25,8 +25,13 @@ class CommThreadBody {
   /** Requests run one after another, as the all-reduce sequence demands. */
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
-  /** Wakes a bucket wait when the thread closes (waitAsync has no other way out). */
+  /** Wakes a bucket wait when the thread closes or a blocking all-reduce arrives (waitAsync has no other way out). */
   private readonly wakers = new Set<() => void>();
+  private sync: { control: Int32Array; data: Float32Array } | null = null;
+  /** A blocking all-reduce arrived during a bucketed step and waits for the bucket loop to run it (see bucketedStep). */
+  private syncWaiting = false;
+  /** Between a `buckets` request's arrival and its step's end: blocking all-reduces belong to that step's loop. */
+  private stepArmed = false;
 
   constructor(private readonly post: (reply: CommReply) => void) {}
 
@@ -36,6 +41,13 @@ class CommThreadBody {
       void this.close().then(() => this.post({ op: 'done', id: req.id }));
       return;
     }
+    if (req.op === 'sync' && this.stepArmed) {
+      // The compute thread is blocked inside forward or backward: the bucket loop runs it in its place in the order.
+      this.syncWaiting = true;
+      for (const wake of this.wakers) wake();
+      return;
+    }
+    if (req.op === 'buckets') this.stepArmed = true;
     this.queue = this.queue.then(() => this.handle(req)).catch((err: unknown) => {
       this.post({ op: 'failed', id: req.id, message: errorMessage(err), ...(err instanceof AllReduceError && err.peer ? { peer: err.peer } : {}) });
     });
@@ -70,8 +82,42 @@ class CommThreadBody {
         return;
       }
       case 'buckets':
-        await this.bucketedStep(req);
+        try {
+          await this.bucketedStep(req);
+        } finally {
+          this.stepArmed = false;
+        }
+        // One that arrived after the last bucket began (none does today: the last bucket follows backward).
+        if (this.syncWaiting) await this.runSync();
         this.post({ op: 'done', id: req.id });
+        return;
+      case 'sync-setup':
+        this.sync = { control: new Int32Array(req.control), data: new Float32Array(req.data) };
+        this.post({ op: 'done', id: req.id });
+        return;
+      case 'sync':
+        await this.runSync();
+    }
+  }
+
+  /** The blocking all-reduce waiting in the channel; its outcome goes back through the channel's words. */
+  private async runSync(): Promise<void> {
+    this.syncWaiting = false;
+    const channel = this.sync;
+    if (channel === null) throw new Error('internal: a blocking all-reduce before sync-setup');
+    const { control, data } = channel;
+    const seq = Atomics.load(control, SYNC.SEQ);
+    try {
+      await this.reducerOrThrow().allReduceSum(data.subarray(0, Atomics.load(control, SYNC.LENGTH)), seq);
+      Atomics.store(control, SYNC.STATE, SYNC.DONE);
+    } catch (err) {
+      const text = new TextEncoder().encode(errorMessage(err)).subarray(0, SYNC.BYTES - SYNC.ERROR_AT);
+      new Uint8Array(control.buffer, SYNC.ERROR_AT, text.length).set(text);
+      Atomics.store(control, SYNC.ERROR_BYTES, text.length);
+      Atomics.store(control, SYNC.STATE, SYNC.FAILED);
+      throw err;
+    } finally {
+      Atomics.notify(control, SYNC.STATE);
     }
   }
 
@@ -80,8 +126,27 @@ class CommThreadBody {
     if (memory === null) throw new Error('internal: no gradient memory attached to the communication thread');
     const control = new Int32Array(req.control);
     const reducer = this.reducerOrThrow();
+    const count = req.buckets.length;
+    // Blocking all-reduces (SyncBatchNorm) come from inside forward and backward, between bucket releases.
+    // Every rank must run them in the same place among the buckets, whatever the timing: the one before
+    // bucket i's all-reduce are those the compute thread made before it released bucket i (control[count + i]
+    // counts them at the release). A bucket released earlier waits for nothing later, so nothing deadlocks.
+    let syncsRun = 0;
     for (const [index, b] of req.buckets.entries()) {
-      await this.waitForBucket(control, index, req.token);
+      for (;;) {
+        if (this.closed) throw new AllReduceError('the communication thread was closed while it waited for a gradient bucket');
+        const released = Atomics.load(control, index) === req.token;
+        const before = released ? Atomics.load(control, count + index) : Infinity;
+        if (this.syncWaiting && syncsRun < before) {
+          await this.runSync();
+          syncsRun++;
+          continue;
+        }
+        if (released && syncsRun >= before) break;
+        // Released, but a blocking all-reduce made before it is still in its message: wait for that.
+        if (released) await this.nextWake();
+        else await this.waitForBucket(control, index, req.token, true);
+      }
       const startMs = wallMs();
       const seq = req.seq0 + index;
       try {
@@ -97,12 +162,15 @@ class CommThreadBody {
     }
   }
 
-  /** Until the compute thread stores `token` in control[index] (or the thread closes). */
-  private async waitForBucket(control: Int32Array, index: number, token: number): Promise<void> {
+  /**
+   * Until the compute thread stores `token` in control[index] (or the thread
+   * closes; with `orSync`, or a blocking all-reduce arrives).
+   */
+  private async waitForBucket(control: Int32Array, index: number, token: number, orSync = false): Promise<void> {
     for (;;) {
       if (this.closed) throw new AllReduceError('the communication thread was closed while it waited for a gradient bucket');
       const seen = Atomics.load(control, index);
-      if (seen === token) return;
+      if (seen === token || (orSync && this.syncWaiting)) return;
       const wait = waitAsync(control, index, seen);
       if (!wait.async) continue;
       let wake!: () => void;
@@ -114,6 +182,18 @@ class CommThreadBody {
         this.wakers.delete(wake);
       }
     }
+  }
+
+  /** Until a blocking all-reduce arrives or the thread closes. */
+  private async nextWake(): Promise<void> {
+    if (this.syncWaiting || this.closed) return;
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        this.wakers.delete(wake);
+        resolve();
+      };
+      this.wakers.add(wake);
+    });
   }
 
   private reducerOrThrow(): AllReducer {

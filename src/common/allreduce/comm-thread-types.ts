@@ -31,7 +31,19 @@ export type CommRequest =
    * order, each once the compute thread has stored `token` in control[i].
    */
   | { op: 'buckets'; id: number; seq0: number; token: number; control: SharedArrayBuffer; buckets: { offset: number; count: number }[] }
+  /** The blocking channel (SyncChannel's words and floats), shared once. */
+  | { op: 'sync-setup'; id: number; control: SharedArrayBuffer; data: SharedArrayBuffer }
+  /** A blocking all-reduce waits in the channel; its result goes back through the channel's words, not a reply. */
+  | { op: 'sync'; id: number }
   | { op: 'close'; id: number };
+
+/**
+ * The blocking channel's words (Int32 indexes): the compute thread writes
+ * LENGTH and SEQ, sets STATE to PENDING, posts `sync` and waits on STATE;
+ * the thread sets DONE (the sum is in the floats) or FAILED (ERROR_BYTES of
+ * UTF-8 from ERROR_AT are the message).
+ */
+export const SYNC = { STATE: 0, LENGTH: 1, SEQ: 2, ERROR_BYTES: 3, IDLE: 0, PENDING: 1, DONE: 2, FAILED: 3, ERROR_AT: 64, BYTES: 4096 } as const;
 
 export type CommReply =
   | { op: 'done'; id: number; address?: PeerAddress; spans?: CommSpan[] }

@@ -33,7 +33,7 @@ import type { BucketedExchange, BucketPlan } from './buckets.js';
 import type { RingEndpointOptions } from './transport/ring-wiring.js';
 import type { PeerAddress } from './transport/ws-handshake.js';
 import type { ReducerSpec } from './reducer-factory.js';
-import type { CommReply, CommRequest, CommSpan } from './comm-thread-types.js';
+import { SYNC, type CommReply, type CommRequest, type CommSpan } from './comm-thread-types.js';
 
 type Pending = { resolve: (reply: CommReply & { op: 'done' }) => void; reject: (err: Error) => void };
 
@@ -59,6 +59,10 @@ export class CommThread implements AllReducer {
   private failure: Error | null = null;
   private exited = false;
   private closing: Promise<void> | null = null;
+  /** The blocking channel (prepareSync): its words and floats. */
+  private sync: { control: Int32Array; data: Float32Array } | null = null;
+  /** Blocking all-reduces made in the bucketed step under way; each release records how many came before it. */
+  private stepSyncs = 0;
 
   private constructor(private readonly worker: Worker, private readonly keepSpans: boolean) {
     worker.on('message', (reply: CommReply) => this.onReply(reply));
@@ -94,7 +98,47 @@ export class CommThread implements AllReducer {
   /** Sets the step's buckets; every rank must use the same plan. */
   useBuckets(plan: BucketPlan): void {
     this.plan = plan;
-    this.control = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, plan.buckets.length)));
+    // Per bucket: its release token, then how many blocking all-reduces came before its release.
+    this.control = new Int32Array(new SharedArrayBuffer(8 * Math.max(1, plan.buckets.length)));
+  }
+
+  /** Opens the blocking channel for vectors of up to `maxElements` floats (SyncBatchNorm's). */
+  async prepareSync(maxElements: number): Promise<void> {
+    const control = new SharedArrayBuffer(SYNC.BYTES);
+    const data = new SharedArrayBuffer(4 * Math.max(1, maxElements));
+    await this.request({ op: 'sync-setup', control, data });
+    this.sync = { control: new Int32Array(control), data: new Float32Array(data) };
+  }
+
+  /**
+   * Sums `buf` over the ranks in place and returns only then, blocking this
+   * thread (Atomics.wait): for inside forward and backward, which are
+   * synchronous. In a bucketed step it takes its place among the buckets as
+   * the communication thread's loop decides (comm-thread-entry.ts).
+   */
+  syncAllReduce(buf: Float32Array, seq: number, timeoutMs = 600_000): void {
+    const channel = this.sync;
+    if (channel === null) throw new Error('internal: prepareSync before a blocking all-reduce');
+    if (this.failure) throw this.failure;
+    const { control, data } = channel;
+    if (buf.length > data.length) throw new Error(`internal: a blocking all-reduce of ${buf.length} floats; the channel holds ${data.length}`);
+    data.set(buf);
+    Atomics.store(control, SYNC.LENGTH, buf.length);
+    Atomics.store(control, SYNC.SEQ, seq);
+    Atomics.store(control, SYNC.STATE, SYNC.PENDING);
+    this.stepSyncs++;
+    this.post({ op: 'sync', id: this.nextId++ });
+    // This thread's event loop is blocked: nothing but the channel's words can answer.
+    if (Atomics.wait(control, SYNC.STATE, SYNC.PENDING, timeoutMs) === 'timed-out') {
+      this.failure ??= new AllReduceError(`a blocking all-reduce (seq ${seq}) got no answer from the communication thread in ${timeoutMs / 1000} s`);
+      throw this.failure;
+    }
+    if (Atomics.load(control, SYNC.STATE) === SYNC.FAILED) {
+      const text = new TextDecoder().decode(new Uint8Array(control.buffer, SYNC.ERROR_AT, Atomics.load(control, SYNC.ERROR_BYTES)).slice());
+      this.failure ??= new AllReduceError(text);
+      throw new AllReduceError(text);
+    }
+    buf.set(data.subarray(0, buf.length));
   }
 
   async allReduceSum(buf: Float32Array, seq: number): Promise<void> {
@@ -120,6 +164,7 @@ export class CommThread implements AllReducer {
     if (this.step !== null) throw new Error('internal: a bucketed step began before the previous one was collected');
     if (this.failure) throw this.failure;
     this.token = (this.token % 0x7fff_ffff) + 1;
+    this.stepSyncs = 0;
     const waits = plan.buckets.map(() => {
       const w = {} as BucketWait;
       w.promise = new Promise<void>((resolve, reject) => Object.assign(w, { resolve, reject }));
@@ -139,6 +184,7 @@ export class CommThread implements AllReducer {
   /** Step 2: bucket `index`'s gradient is in place (callable from inside backward: no await). */
   release(index: number): void {
     const control = this.control!;
+    Atomics.store(control, this.plan!.buckets.length + index, this.stepSyncs);
     Atomics.store(control, index, this.token);
     Atomics.notify(control, index);
   }

@@ -38,7 +38,10 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--timeline <file>', 'also write a Chrome trace (Perfetto, chrome://tracing) of every step: data wait, forward, backward, each bucket\'s all-reduce, optimizer')
     .addOption(new Option('--bucket-mb <mb>', 'distributed runs: gradient bucket cap in MB (the first bucket is 1 MB), reduced during backward')
       .argParser(numberFlag(0, true)).default(DEFAULT_BUCKET_CAP_MB))
-    .option('--no-overlap', 'distributed runs: one all-reduce of the whole gradient after backward, instead of buckets during it');
+    .option('--no-overlap', 'distributed runs: one all-reduce of the whole gradient after backward, instead of buckets during it')
+    .addOption(new Option('--accumulate <k>', 'gradient accumulation: micro-batches per optimizer step, one all-reduce per step ' +
+      '(each worker cuts its share of the global batch into k; more than its images leaves some empty, which compute nothing) (default: 1)')
+      .argParser(intFlag(1)));
 }
 
 /** Builds a validated TrainConfig from parsed commander options. */
@@ -47,7 +50,7 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
   for (const key of Object.keys(DEFAULTS) as (keyof TrainConfig)[]) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
-  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'timeline', 'bucketMb', 'overlap'] as const) {
+  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'timeline', 'bucketMb', 'overlap', 'accumulate'] as const) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
   return cfg;

@@ -15,6 +15,122 @@ const AXES = [0, 1, 2];
  */
 export type BatchStatsSink = (mean: tf.Tensor1D, variance: tf.Tensor1D, count: number) => void;
 
+/**
+ * SyncBatchNorm's link to the other ranks (torch.nn.SyncBatchNorm): a
+ * blocking sum of a small vector over every rank, called from inside forward
+ * and backward in the same order on every rank.
+ */
+export interface BatchNormSync {
+  rank: number;
+  worldSize: number;
+  /** Replaces `v` (the same length on every rank) with its sum over the ranks; bit-identical on every rank. */
+  sum(v: Float32Array): void;
+  /**
+   * This rank has no images this step but must still take part in every
+   * sum, in the same order: it runs a stand-in batch that contributes
+   * nothing (count 0, zero sums); its gradient is discarded.
+   */
+  ghost?: boolean;
+}
+
+/**
+ * The global batch's mean and biased variance per channel from every rank's
+ * (count, mean, variance): each rank fills its slot of a zero vector, the
+ * ranks sum it (so every rank holds every slot's exact bits), and every rank
+ * combines the slots in rank order in float64 (Chan et al.'s pairwise
+ * update), so they all get the same float32 result. A rank with no images
+ * fills zeros. One rank gives back its own statistics exactly.
+ */
+export function globalMoments(sync: BatchNormSync, count: number, mean: Float32Array, variance: Float32Array): { count: number; mean: Float32Array; variance: Float32Array } {
+  const c = mean.length;
+  const stride = 1 + 2 * c;
+  const slots = new Float32Array(stride * sync.worldSize);
+  const mine = sync.rank * stride;
+  slots[mine] = count;
+  slots.set(mean, mine + 1);
+  slots.set(variance, mine + 1 + c);
+  sync.sum(slots);
+  const n = new Float64Array(c);
+  const m = new Float64Array(c);
+  const m2 = new Float64Array(c);
+  let total = 0;
+  for (let r = 0; r < sync.worldSize; r++) {
+    const nb = slots[r * stride];
+    if (nb === 0) continue;
+    total += nb;
+    for (let j = 0; j < c; j++) {
+      const mb = slots[r * stride + 1 + j];
+      const delta = mb - m[j];
+      const na = n[j];
+      const nab = na + nb;
+      m[j] += (delta * nb) / nab;
+      m2[j] += slots[r * stride + 1 + c + j] * nb + (delta * delta * na * nb) / nab;
+      n[j] = nab;
+    }
+  }
+  return {
+    count: total,
+    mean: Float32Array.from(m),
+    variance: Float32Array.from(m2, (v, j) => (n[j] > 0 ? v / n[j] : 0)),
+  };
+}
+
+/**
+ * Training-mode SyncBatchNorm: normalises with the global batch's statistics
+ * (globalMoments) and, in backward, sums the two per-channel sums dx needs
+ * over the ranks, so dx is the global batch's; gamma's and beta's gradients
+ * stay this rank's (the exchange sums them with every other gradient).
+ */
+export function batchNormTrainSync(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  sink: BatchStatsSink,
+  sync: BatchNormSync,
+): tf.Tensor4D {
+  const [n, h, w] = x.shape;
+  const local = n * h * w;
+  const op = tf.customGrad((xIn, gammaIn, betaIn, save) => {
+    const xt = xIn as tf.Tensor4D;
+    const { mean: lm, variance: lv } = tf.moments(xt, AXES);
+    const c = lm.shape[0]!;
+    const g = sync.ghost
+      ? globalMoments(sync, 0, new Float32Array(c), new Float32Array(c))
+      : globalMoments(sync, local, lm.dataSync() as Float32Array, lv.dataSync() as Float32Array);
+    const count = g.count;
+    const mean = tf.tensor1d(g.mean);
+    const variance = tf.tensor1d(g.variance);
+    const invStd = tf.rsqrt(tf.add(variance, constant(BN_EPS)));
+    const xhat = tf.mul(tf.sub(xt, mean), invStd);
+    const y = tf.add(tf.mul(xhat, gammaIn as tf.Tensor), betaIn as tf.Tensor);
+    (save as tf.GradSaveFunc)([xhat, invStd, gammaIn as tf.Tensor]);
+    sink(tf.keep(mean), tf.keep(variance), count);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const gy = dy as tf.Tensor;
+        const [xh, inv, gm] = saved;
+        const dBeta = tf.sum(gy, AXES);
+        const dGamma = tf.sum(tf.mul(gy, xh), AXES);
+        // The two sums over the global batch, in one blocking all-reduce.
+        const sums = new Float32Array(2 * c);
+        if (!sync.ghost) {
+          sums.set(dBeta.dataSync() as Float32Array);
+          sums.set(dGamma.dataSync() as Float32Array, c);
+        }
+        sync.sum(sums);
+        const sumDy = tf.tensor1d(sums.subarray(0, c));
+        const sumDyXhat = tf.tensor1d(sums.subarray(c));
+        // dx = gamma * invStd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)), M and the sums over the global batch
+        const scale = tf.div(tf.mul(gm, inv), constant(count));
+        const inner = tf.sub(tf.sub(tf.mul(gy, constant(count)), sumDy), tf.mul(xh, sumDyXhat));
+        return [tf.mul(inner, scale), dGamma, dBeta];
+      },
+    };
+  });
+  return op(x, gamma, beta) as tf.Tensor4D;
+}
+
 export function batchNormTrain(
   x: tf.Tensor4D,
   gamma: tf.Tensor1D,

@@ -46,27 +46,47 @@ export function uploadParams(spec: ModelSpec, weights: Float32Array, mode: Trans
   });
 }
 
-/** Writes the gradient tensors, one per parameter of `spec`, into the flat vector `out`. */
-export function readGradients(spec: ModelSpec, grads: tf.Tensor[], out: Float32Array, mode: TransferMode): void {
+/**
+ * Writes the gradient tensors, one per parameter of `spec`, into the flat
+ * vector `out`; with `add`, adds them to what `out` holds (gradient
+ * accumulation), in float32.
+ */
+export function readGradients(spec: ModelSpec, grads: tf.Tensor[], out: Float32Array, mode: TransferMode, add = false): void {
   if (mode === 'one-tensor') {
     const flat = tf.tidy(() => tf.concat(grads.map((g) => tf.reshape(g, [-1]))));
     try {
-      out.set(flat.dataSync() as Float32Array);
+      const values = flat.dataSync() as Float32Array;
+      if (add) addInto(values, out, 0);
+      else out.set(values);
     } finally {
       flat.dispose();
     }
     return;
   }
-  spec.params.forEach((p, i) => readTensorInto(grads[i], out, p.offset));
+  spec.params.forEach((p, i) => readTensorInto(grads[i], out, p.offset, add));
 }
 
 /**
  * One tensor's values into out[offset...]: straight from the wasm heap, or
  * with dataSync elsewhere (on tfjs-node, a device sync: the gradient hooks
- * of a bucketed step pay it once per parameter).
+ * of a bucketed step pay it once per parameter). With `add`, added to what
+ * is there instead.
  */
-export function readTensorInto(t: tf.Tensor, out: Float32Array, offset: number): void {
-  out.set(wasmHeapView(t) ?? (t.dataSync() as Float32Array), offset);
+export function readTensorInto(t: tf.Tensor, out: Float32Array, offset: number, add = false): void {
+  const values = wasmHeapView(t) ?? (t.dataSync() as Float32Array);
+  if (add) addInto(values, out, offset);
+  else out.set(values, offset);
+}
+
+/**
+ * out[offset + i] += values[i], one float32 addition each: the sum of two
+ * float32s computed in float64 and stored into a Float32Array is rounded
+ * once, to the float32 sum (float64 holds it exactly enough), so the result
+ * is deterministic and equals float32 arithmetic.
+ */
+function addInto(values: Float32Array, out: Float32Array, offset: number): void {
+  if (offset + values.length > out.length) throw new RangeError('internal: gradient values past the end of the flat vector');
+  for (let i = 0; i < values.length; i++) out[offset + i] += values[i];
 }
 
 /**

@@ -3,14 +3,19 @@
 // global tf.Variables (whose names must be unique per process, which breaks
 // several replicas in one test process).
 import * as tf from '@tensorflow/tfjs-core';
-import { batchNormEval, batchNormTrain } from './batchnorm.js';
+import { batchNormEval, batchNormTrain, batchNormTrainSync, type BatchNormSync } from './batchnorm.js';
 import { constant } from './constants.js';
 import type { ConvOp, ModelSpec, NormOp } from './spec.js';
 
 export type ParamTensors = Map<string, tf.Tensor>;
 
 export type ForwardMode =
-  | { kind: 'train'; onBatchStats: (bnName: string, mean: tf.Tensor1D, variance: tf.Tensor1D, count: number) => void }
+  | {
+    kind: 'train';
+    onBatchStats: (bnName: string, mean: tf.Tensor1D, variance: tf.Tensor1D, count: number) => void;
+    /** SyncBatchNorm (--sync-bn): the global batch's statistics; absent or null, this replica's own. */
+    sync?: BatchNormSync | null;
+  }
   | { kind: 'eval'; runningStats: Map<string, { mean: tf.Tensor1D; variance: tf.Tensor1D }> };
 
 function param(params: ParamTensors, name: string): tf.Tensor {
@@ -72,7 +77,8 @@ function norm(params: ParamTensors, op: NormOp, x: tf.Tensor4D, mode: ForwardMod
   const beta = param(params, `${op.bn}.bias`) as tf.Tensor1D;
   const name = op.bn;
   if (mode.kind === 'train') {
-    return batchNormTrain(x, gamma, beta, (mean, variance, count) => mode.onBatchStats(name, mean, variance, count));
+    const sink = (mean: tf.Tensor1D, variance: tf.Tensor1D, count: number) => mode.onBatchStats(name, mean, variance, count);
+    return mode.sync ? batchNormTrainSync(x, gamma, beta, sink, mode.sync) : batchNormTrain(x, gamma, beta, sink);
   }
   const stats = mode.runningStats.get(name);
   if (!stats) throw new Error(`internal: running statistics for ${name} missing`);

@@ -92,11 +92,18 @@ export class Replica {
    * the moment backward produces it, and `onGradient(p)` is called then,
    * from inside backward (see GradientTaps); a bucketed exchange starts
    * reducing while backward goes on.
+   *
+   * With `accumulate`, the gradient is added to what `gradOut` holds (float32
+   * additions, by the read or the taps alike) instead of replacing it: the
+   * micro-batches of gradient accumulation (--accumulate). An empty batch
+   * then adds nothing.
    */
-  computeGradients(batch: Batch, lossScale: number, gradOut: Float32Array, onGradient?: (param: number) => void): GradientResult {
+  computeGradients(
+    batch: Batch, lossScale: number, gradOut: Float32Array, onGradient?: (param: number) => void, accumulate = false,
+  ): GradientResult {
     if (gradOut.length !== this.spec.paramCount) throw new Error('gradient buffer has the wrong length');
     if (batch.count === 0) {
-      gradOut.fill(0);
+      if (!accumulate) gradOut.fill(0);
       if (onGradient) this.spec.params.forEach((_, i) => onGradient(i));
       return { lossSum: 0, correct: 0, count: 0, batchStats: null, backwardMs: 0, forwardMs: 0 };
     }
@@ -108,7 +115,7 @@ export class Replica {
       const start = performance.now();
       let forwardEnd = start;
       const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
-        const named = onGradient ? new GradientTaps(this.spec, ps, gradOut, onGradient) : this.named(ps);
+        const named = onGradient ? new GradientTaps(this.spec, ps, gradOut, onGradient, accumulate) : this.named(ps);
         const logits = forward(this.spec, named, x, {
           kind: 'train',
           onBatchStats: (name, mean, variance, count) => {
@@ -122,7 +129,7 @@ export class Replica {
         return loss;
       })(this.params);
       const backwardMs = performance.now() - start;
-      if (!onGradient) readGradients(this.spec, grads, gradOut, this.path.transfer);
+      if (!onGradient) readGradients(this.spec, grads, gradOut, this.path.transfer, accumulate);
       tf.dispose([value, ...grads]);
       const logits = kept[kept.length - 1] as tf.Tensor2D;
       return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats), backwardMs, forwardMs: forwardEnd - start };
@@ -229,6 +236,8 @@ class GradientTaps extends Map<string, tf.Tensor> {
     private readonly raw: tf.Tensor[],
     private readonly gradOut: Float32Array,
     private readonly onGradient: (param: number) => void,
+    /** Add into gradOut (gradient accumulation's last micro-batch) instead of writing. */
+    private readonly accumulate: boolean,
   ) {
     super();
     spec.params.forEach((p, i) => this.index.set(p.name, i));
@@ -243,7 +252,7 @@ class GradientTaps extends Map<string, tf.Tensor> {
     const tap = tf.customGrad<tf.Tensor>((x) => ({
       value: tf.clone(x as tf.Tensor),
       gradFunc: (dy: tf.Tensor) => {
-        readTensorInto(dy, this.gradOut, offset);
+        readTensorInto(dy, this.gradOut, offset, this.accumulate);
         this.onGradient(i);
         return dy;
       },

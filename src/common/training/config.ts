@@ -48,6 +48,14 @@ export interface TrainConfig {
    * backward by a communication thread (allreduce/comm-thread.ts).
    */
   overlap?: boolean;
+  /**
+   * Gradient accumulation: micro-batches per optimizer step, absent: 1. Each
+   * rank cuts its part of the global batch into this many (step.ts), sums
+   * their gradients and then makes the step's one exchange, so a small GPU
+   * trains the same global batch. BatchNorm normalises each micro-batch with
+   * its own statistics and updates the running ones once per micro-batch.
+   */
+  accumulate?: number;
 }
 
 /** The seed's recipe: ResNet50 width 64, batch 128, SGD 0.1/0.9/5e-4, cosine T_max 60, 61 epochs. */

@@ -51,6 +51,8 @@ export async function train(cfg: TrainConfig, io: TrainIo): Promise<TrainResult>
     cfg, run, loader, io, badSteps: new BadSteps(cfg.maxBadSteps),
     step: new TrainStep(replica, optimizerStateOf(state), {
       hyper: { momentum: cfg.momentum, weightDecay: cfg.weightDecay },
+      // --accumulate: the step cuts the global batch into micro-batches.
+      accumulate: cfg.accumulate,
       hooks: { afterBackward: () => throwIfInjected(0, state.step + 1) },
       timeline: timeline ? (name, startMs, endMs, args) => timeline.span('compute', name, startMs, endMs, args) : undefined,
     }),

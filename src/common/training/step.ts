@@ -23,10 +23,18 @@
 // The SGD kernel is elementwise, so a bucketed step writes the bits the
 // one-shot step writes; a non-finite bucket anywhere still skips the whole
 // step on every replica, because nothing is current until every bucket is in.
+//
+// Gradient accumulation (`accumulate` K > 1, PyTorch's no_sync, Horovod's
+// backward_passes_per_step) cuts this rank's images into K micro-batches
+// (micro-batches.ts): the first K - 1 run forward and backward with their
+// gradients added up locally, no exchange and no taps; the last adds its own
+// as the step above handles its one batch (taps that add, buckets released,
+// or one all-reduce after backward). One exchange per step, whatever K.
 import { updateRunningStats, type SgdHyper } from '../optim/sgd.js';
 import type { SgdBuffers } from '../optim/sgd-buffers.js';
 import { BucketFill, type BucketedExchange } from '../allreduce/buckets.js';
 import type { Batch, GradientResult, Replica } from '../model/replica.js';
+import { microBatches } from './micro-batches.js';
 
 /** What a step changes. A single process's run state and a worker's ReplicaState are both one. */
 export interface OptimizerState {
@@ -70,11 +78,16 @@ export interface StepSetup {
   exchange?: GradientExchange;
   hooks?: StepHooks;
   timeline?: StepTimeline;
+  /**
+   * Micro-batches per step (--accumulate; absent: 1): this rank's images are
+   * cut into this many, their gradients summed before the one exchange.
+   */
+  accumulate?: number;
 }
 
 /** What one step did, for the step report and the epoch's sums. */
 export interface StepReport {
-  /** Over this rank's images: cross-entropy sum, correct predictions, images. */
+  /** Over this rank's images (every micro-batch): cross-entropy sum, correct predictions, images. */
   lossSum: number;
   correct: number;
   count: number;
@@ -92,8 +105,18 @@ export interface StepReport {
 
 const wallMs = (): number => performance.timeOrigin + performance.now();
 
+/** The step's micro-batches together: their sums, times, and each one's batch statistics in order. */
+interface Accumulated {
+  lossSum: number;
+  correct: number;
+  count: number;
+  backwardMs: number;
+  batchStats: Float32Array[];
+}
+
 export class TrainStep {
   private readonly fill: BucketFill | null;
+  private readonly accumulate: number;
 
   constructor(
     private readonly replica: Pick<Replica, 'computeGradients' | 'setWeights'>,
@@ -105,6 +128,10 @@ export class TrainStep {
       throw new Error(`internal: the bucket plan covers ${plan.elements} parameters, the model has ${state.params.grad.length}`);
     }
     this.fill = plan ? new BucketFill(plan) : null;
+    this.accumulate = setup.accumulate ?? 1;
+    if (!Number.isInteger(this.accumulate) || this.accumulate < 1) {
+      throw new Error(`accumulate must be a positive integer, got ${setup.accumulate}`);
+    }
   }
 
   /** This rank's gradient, then, after the exchange, the sum over the ranks. Reused every step. */
@@ -114,17 +141,16 @@ export class TrainStep {
 
   /** One step on `batch`, this rank's part of a global batch of `globalBatch` images, at learning rate `lr`. */
   async run(batch: Batch, globalBatch: number, lr: number): Promise<StepReport> {
-    if (this.setup.exchange?.buckets) return this.runBucketed(batch, globalBatch, lr, this.setup.exchange.buckets);
+    const micro = microBatches(batch, this.accumulate);
+    if (this.setup.exchange?.buckets) return this.runBucketed(micro, globalBatch, lr, this.setup.exchange.buckets);
     const { grad, state } = this;
     const { exchange, hooks, timeline } = this.setup;
     const start = performance.now();
-    const startWall = wallMs();
 
-    // Forward and backward. The loss is divided by the *global* batch, so the
-    // sum over the ranks is the gradient of the global batch's mean loss.
-    const res = this.replica.computeGradients(batch, 1 / globalBatch, grad);
-    timeline?.('forward', startWall, startWall + res.forwardMs);
-    timeline?.('backward', startWall + res.forwardMs, wallMs());
+    // Forward and backward of each micro-batch, the gradients summed here. The
+    // loss is divided by the *global* batch, so the sum over the micro-batches
+    // and the ranks is the gradient of the global batch's mean loss.
+    const res = this.accumulateLocal(micro, micro.length, 1 / globalBatch);
     hooks?.afterBackward?.(grad);
     // Checked before the exchange, so that the run can name the rank whose own
     // gradient was bad; alone, a rank's gradient is the sum, checked below.
@@ -148,7 +174,7 @@ export class TrainStep {
     const skipped = !state.params.step({ lr, ...this.setup.hyper }, state.step === 0);
     const uploadStart = wallMs();
     timeline?.('optimizer', sgdStart, uploadStart);
-    this.finish(res, skipped);
+    this.finish(res.batchStats, skipped);
     timeline?.('upload', uploadStart, wallMs());
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: localNonFinite ?? skipped, skipped,
@@ -157,14 +183,13 @@ export class TrainStep {
   }
 
   /** The same step with the exchange bucket by bucket (see the file comment). */
-  private async runBucketed(batch: Batch, globalBatch: number, lr: number, buckets: BucketedExchange): Promise<StepReport> {
+  private async runBucketed(micro: Batch[], globalBatch: number, lr: number, buckets: BucketedExchange): Promise<StepReport> {
     const { grad, state } = this;
     const { hooks, timeline } = this.setup;
     const { params } = state;
     const fill = this.fill!;
     const last = buckets.plan.buckets.length - 1;
     const start = performance.now();
-    const startWall = wallMs();
     let localFinite = true;
     // Checked before the hand-over, while the bucket is still this rank's own gradient.
     const handOver = (index: number) => {
@@ -175,15 +200,15 @@ export class TrainStep {
 
     fill.reset();
     buckets.begin();
+    // Accumulation: every micro-batch but the last, summed here without the taps (no_sync).
+    const res = this.accumulateLocal(micro, micro.length - 1, 1 / globalBatch);
     // The last bucket (the stem's parameters) is handed over after afterBackward, which may poison it (fault drills);
-    // backward has nothing left to do by then.
-    const res = this.replica.computeGradients(batch, 1 / globalBatch, grad, (p) => {
+    // backward has nothing left to do by then. With accumulation the taps add to the earlier micro-batches' sum.
+    this.computeMicro(micro, micro.length - 1, 1 / globalBatch, res, (p) => {
       const complete = fill.arrived(p);
       if (complete >= 0 && complete !== last) handOver(complete);
     });
     const backwardEnd = performance.now();
-    timeline?.('forward', startWall, startWall + res.forwardMs);
-    timeline?.('backward', startWall + res.forwardMs, startWall + (backwardEnd - start));
     hooks?.afterBackward?.(grad);
     handOver(last);
 
@@ -204,7 +229,7 @@ export class TrainStep {
     }
     const skipped = !params.commit(finite);
     const uploadStart = wallMs();
-    this.finish(res, skipped);
+    this.finish(res.batchStats, skipped);
     timeline?.('upload', uploadStart, wallMs());
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: !localFinite, skipped,
@@ -212,11 +237,35 @@ export class TrainStep {
     };
   }
 
+  /** Forward and backward of micro-batches 0..count-1 into the gradient, without taps: the first writes it, the others add. */
+  private accumulateLocal(micro: Batch[], count: number, lossScale: number): Accumulated {
+    const sums: Accumulated = { lossSum: 0, correct: 0, count: 0, backwardMs: 0, batchStats: [] };
+    for (let i = 0; i < count; i++) this.computeMicro(micro, i, lossScale, sums);
+    return sums;
+  }
+
+  /** Micro-batch `i` into the gradient (added unless it is the first), its results added to `sums`. */
+  private computeMicro(micro: Batch[], i: number, lossScale: number, sums: Accumulated, onGradient?: (param: number) => void): void {
+    const { timeline } = this.setup;
+    const start = performance.now();
+    const startWall = wallMs();
+    const r: GradientResult = this.replica.computeGradients(micro[i], lossScale, this.grad, onGradient, i > 0);
+    const args = micro.length > 1 ? { micro: i } : undefined;
+    timeline?.('forward', startWall, startWall + r.forwardMs, args);
+    timeline?.('backward', startWall + r.forwardMs, startWall + (performance.now() - start), args);
+    sums.lossSum += r.lossSum;
+    sums.correct += r.correct;
+    sums.count += r.count;
+    sums.backwardMs += r.backwardMs;
+    if (r.batchStats) sums.batchStats.push(r.batchStats);
+  }
+
   /** After the update: this replica's BatchNorm statistics and the device weights. */
-  private finish(res: GradientResult, skipped: boolean): void {
+  private finish(batchStats: Float32Array[], skipped: boolean): void {
     if (!skipped) {
       // This replica's own batch statistics, as PyTorch DDP; the ranks average them at epoch ends.
-      if (res.batchStats) updateRunningStats(this.state.runningStats, res.batchStats);
+      // With accumulation, one update per micro-batch's forward, in order (as PyTorch's running statistics).
+      for (const stats of batchStats) updateRunningStats(this.state.runningStats, stats);
       // The next forward pass reads the device copy.
       this.replica.setWeights(this.state.params.weights);
     }
