@@ -37,7 +37,7 @@ const program = exitOnUsageError(new Command('bench-train')
   .addOption(new Option('--widths <list>', 'ResNet18 base widths').argParser(listFlag(intFlag(1))).default([16, 64], '16,64'))
   .addOption(new Option('--batch <n>', 'batch per replica').argParser(intFlag(1)).default(32))
   .addOption(new Option('--steps <n>', 'timed steps per measurement (after one warm-up step)').argParser(intFlag(1)).default(4))
-  .addOption(new Option('--cpu-steps <n>', 'timed steps on the cpu backend (slow)').argParser(intFlag(1)).default(1))
+  .addOption(new Option('--cpu-steps <n>', 'timed steps on the cpu backend (slow; 0 skips it)').argParser(intFlag(0)).default(1))
   .addOption(new Option('--workers <list>', 'coordinator runs with these worker counts').argParser(listFlag(intFlag(1))).default([1, 2], '1,2'))
   .addOption(new Option('--overlap <list>', 'runs of several workers with buckets during backward (on) and one all-reduce after it (off)')
     .argParser(listFlag(choiceFlag(['on', 'off'] as const))).default(['on', 'off'], 'on,off'))
@@ -107,7 +107,7 @@ function benchReplicas(o: BenchOptions): ReplicaRow[] {
     rows.push(childReplica('wasm', width, o.steps, o.batch, true));
   }
   // cpu only at the smallest width: a width-64 step takes tens of minutes there.
-  rows.push(childReplica('cpu', Math.min(...o.widths), o.cpuSteps, o.batch));
+  if (o.cpuSteps > 0) rows.push(childReplica('cpu', Math.min(...o.widths), o.cpuSteps, o.batch));
   console.log('1. one replica, in one process');
   console.log('backend                      width   ms/step    img/s  fwd+bwd ms  sgd+upload ms  peak RSS MB  tensors  tensor MB');
   for (const r of rows) {

@@ -1,15 +1,17 @@
 // Buckets reduced during backward, through the coordinator: 2 worker threads
 // with --timeline write a trace that parses, names every rank's compute and
 // communication tracks, has every span kind of the step, and whose bucket
-// all-reduces overlap backward; and --no-overlap (one all-reduce after
+// all-reduces overlap backward; --overlap off (one all-reduce after
 // backward, in the worker's thread) ends with the same bits, since at N=2 the
-// ring's sum a + b is b + a whatever the buckets.
+// ring's sum a + b is b + a whatever the buckets; and with buckets, a worker
+// lost mid-run shrinks the group, which finishes with checksums agreeing.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
+import { THROW_FAULT_ENV } from '../src/common/training/faults.js';
 import type { TraceEvent } from '../src/common/io/timeline.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-overlap-'));
@@ -18,7 +20,7 @@ function config(overrides: Partial<TrainConfig>): TrainConfig {
   return {
     ...DEFAULTS, model: 'resnet18', width: 4, dataset: 'synthetic', backend: 'cpu', norm: 'batch',
     trainLimit: 24, testLimit: 8, batchSize: 8, epochs: 1, maxSteps: 3, seed: 5, plots: false, loaderThreads: 1,
-    bucketMb: 0.02, out: tmp(), ...overrides,
+    bucketMb: 0.02, overlap: true, out: tmp(), ...overrides,
   };
 }
 
@@ -26,7 +28,7 @@ const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLen
 const overlaps = (a: TraceEvent, b: TraceEvent) => a.ts < b.ts + b.dur! && b.ts < a.ts + a.dur!;
 
 describe('overlap through the coordinator', () => {
-  test('--timeline: a trace whose bucket all-reduces overlap backward; --no-overlap gives the same weights', async () => {
+  test('--timeline: a trace whose bucket all-reduces overlap backward; --overlap off gives the same weights', async () => {
     const file = path.join(tmp(), 'trace.json');
     const lines: string[] = [];
     const overlapped = await runCoordinator(config({ timeline: file }), { workers: 2, port: 0, checksumEvery: 1, log: (l) => lines.push(l) });
@@ -49,5 +51,18 @@ describe('overlap through the coordinator', () => {
     const oneShot = await runCoordinator(config({ overlap: false }), { workers: 2, port: 0, checksumEvery: 1 });
     expect(oneShot.steps).toBe(3);
     for (const key of ['weights', 'momentum', 'runningStats'] as const) expect(bytes(oneShot.state[key]).equals(bytes(overlapped.state[key])), key).toBe(true);
+    expect(lines.some((l) => l.includes('buckets of 0.02 MB reduced during backward'))).toBe(true);
+  }, 300_000);
+
+  test('with buckets, a worker that fails at step 2 shrinks 3 workers to 2, and the run finishes', async () => {
+    process.env[THROW_FAULT_ENV] = '2:2';
+    try {
+      const result = await runCoordinator(config({ maxSteps: 4, trainLimit: 36, batchSize: 12, epochs: 2 }), { workers: 3, port: 0, checksumEvery: 1 });
+      expect(result.steps).toBe(4);
+      expect(result.groupChanges).toHaveLength(1);
+      expect(result.groupChanges[0]).toMatchObject({ from: 3, to: 2 });
+    } finally {
+      delete process.env[THROW_FAULT_ENV];
+    }
   }, 300_000);
 });

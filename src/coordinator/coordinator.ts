@@ -24,7 +24,8 @@ import { Watchdog } from './watchdog.js';
 import { listenControl, type ControlServer } from './control-server.js';
 import { RunFeed } from './dashboard/run-feed.js';
 import type { TlsFiles } from './dashboard/http-server.js';
-import { defaultLocalMode, LocalStartupError, LocalWorkers, type LocalMode } from './local-workers.js';
+import { DEFAULT_BUCKET_CAP_MB } from '../common/allreduce/index.js';
+import { defaultLocalMode, LocalStartupError, LocalWorkers, picksTensorflow, type LocalMode } from './local-workers.js';
 import { Group, MemberFailure, type GroupSetup, type Member } from './group.js';
 import { Membership, WorkersLostError, type WorkerLossPolicy } from './membership.js';
 import { trainingLoop, type LoopResult } from './training-loop.js';
@@ -91,7 +92,10 @@ export interface CoordinatorResult extends LoopResult {
 export async function runCoordinator(requested: TrainConfig, options: CoordinatorOptions): Promise<CoordinatorResult> {
   const log = options.log ?? (() => {});
   const { worldSize, localCount } = workerCounts(options);
-  const cfg = options.perWorkerBatch ? linearScaling(requested, worldSize, log) : requested;
+  const scaled = options.perWorkerBatch ? linearScaling(requested, worldSize, log) : requested;
+  // Overlap pays where compute is off the CPU (the GPU); on wasm/cpu the communication thread takes cores from
+  // compute instead (docs/BENCHMARKS.md, section 6: 2 wasm workers train 14% slower with it on 2 cores).
+  const cfg: TrainConfig = { ...scaled, overlap: scaled.overlap ?? picksTensorflow(options.localBackend ?? scaled.backend) };
   const checksumEvery = options.checksumEvery ?? 50;
   const allreduce = options.allreduce ?? 'ring';
   const wire = options.wire ?? 'fp32';
@@ -99,7 +103,8 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
   const token = resolveToken(options.token, worldSize - localCount);
 
   // Workers receive the data from here (or from their cache), so only the coordinator needs the files.
-  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce` +
+  const exchange = worldSize === 1 ? '' : cfg.overlap ? `, buckets of ${cfg.bucketMb ?? DEFAULT_BUCKET_CAP_MB} MB reduced during backward` : ', one all-reduce after backward';
+  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce${exchange}` +
     (wire === 'fp32' ? '' : `, ${wire} wire (compressed: lossy sums)`));
   const dataset = datasetForWorkers(data);
   const feed = options.dashboard === false

@@ -58,9 +58,14 @@ export function childEnv(base: NodeJS.ProcessEnv, token: string, gpu: string | u
   return env;
 }
 
+/** Whether workers run the tensorflow backend: named, or what 'auto' will pick where the native package is installed. */
+export function picksTensorflow(backend: BackendChoice): boolean {
+  return backend === 'tensorflow' || (backend === 'auto' && tensorflowInstalled());
+}
+
 /** Processes for the tensorflow backend (also when 'auto' will pick it), threads otherwise. */
 export function defaultLocalMode(backend: BackendChoice): LocalMode {
-  return backend === 'tensorflow' || (backend === 'auto' && tensorflowInstalled()) ? 'process' : 'thread';
+  return picksTensorflow(backend) ? 'process' : 'thread';
 }
 
 /**

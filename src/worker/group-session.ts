@@ -20,7 +20,7 @@ import { BatchLoader } from '../common/data/batch-loader.js';
 import type { TrainConfig } from '../common/training/config.js';
 import { NORMALIZE } from '../common/data/augment.js';
 import {
-  DEFAULT_BUCKET_CAP_MB, planBuckets, type AllReducer, type BucketedExchange, type CommThread, type ReducerSpec, type SharedRegion,
+  AllReduceError, DEFAULT_BUCKET_CAP_MB, planBuckets, type AllReducer, type BucketedExchange, type CommThread, type ReducerSpec, type SharedRegion,
 } from '../common/allreduce/index.js';
 import type { ConnectMessage, ControlConnection, EpochMessage, HaltMessage, InitMessage } from '../common/protocol/index.js';
 import type { BackendChoice } from '../common/backend/names.js';
@@ -129,9 +129,10 @@ async function trainInGroup(ctx: SessionContext): Promise<void> {
   }
 
   // Overlap (the default): the all-reduce lives in a communication thread, which reduces buckets during backward.
+  // SyncBatchNorm needs it too: forward and backward block on it for each layer's sums.
   const host: ReducerHost | null = worldSize > 1
     ? await openReducerHost({
-      overlap: cfg.overlap ?? true,
+      overlap: (cfg.overlap ?? true) || Boolean(cfg.syncBn),
       memory: ctx.state.params.memory,
       spans: Boolean(cfg.timeline),
       // admit 'any': in a hierarchical group the ring's neighbours are decided after this listens (connect names them).
@@ -248,6 +249,8 @@ class GroupTrainer {
   /** With --timeline: this rank's spans, sent with each step report. */
   private readonly timeline: Timeline | null;
   private readonly comm: CommThread | null;
+  /** SyncBatchNorm's channel is open (awaited before the first step). */
+  private syncReady: Promise<void> = Promise.resolve();
   /** The (1-based) step being worked on (its batch awaited, computed, exchanged, applied, reported); null between segments. */
   stepInProgress: number | null = null;
 
@@ -267,12 +270,16 @@ class GroupTrainer {
     this.badSteps = new BadSteps(this.cfg.maxBadSteps);
     this.faults = new Set((process.env[FAULT_ENV] ?? '').split(',').filter((f) => f !== ''));
     const { state } = this;
+    if (this.cfg.syncBn && comm) this.syncBatchNorm(comm, replica);
     this.step = new TrainStep(replica, state, {
       hyper: { momentum: this.cfg.momentum, weightDecay: this.cfg.weightDecay },
       // --accumulate: the step cuts this rank's shard into micro-batches, with one exchange per step.
       accumulate: this.cfg.accumulate,
       // One worker alone has no reducer, and its step no exchange.
-      exchange: reducer ? { allReduce: (grad) => this.exchangeGradient(grad), buckets: comm ? this.bucketed(comm, replica) : undefined } : undefined,
+      exchange: reducer ? {
+        allReduce: (grad) => this.exchangeGradient(grad),
+        buckets: comm && (this.cfg.overlap ?? true) ? this.bucketed(comm, replica) : undefined,
+      } : undefined,
       timeline: timeline ? (name, startMs, endMs, args) => timeline.span('compute', name, startMs, endMs, args) : undefined,
       hooks: {
         afterBackward: (grad) => {
@@ -304,6 +311,7 @@ class GroupTrainer {
       const { start, end } = shardRange(global.length, init.rank, init.worldSize);
       return global.subarray(start, end);
     });
+    await this.syncReady;
     let stepInEpoch = from;
     let waitStart = performance.now();
     this.stepInProgress = state.step + 1;
@@ -312,11 +320,14 @@ class GroupTrainer {
       const dataMs = performance.now() - waitStart;
       this.timeline?.span('compute', 'data wait', clockMs() - dataMs, clockMs());
       const lr = learningRate(epoch, stepInEpoch, batches.length, scheduleOf(cfg));
-      const r = await this.step.run({ x, y, count: shards[stepInEpoch - from].length }, batches[stepInEpoch].length, lr);
+      const r = await this.step.run({ x, y, count: shards[stepInEpoch - from].length }, batches[stepInEpoch].length, lr)
+        // SyncBatchNorm's sums fail inside forward or backward: a failed all-reduce like any other.
+        .catch((err: unknown) => (err instanceof AllReduceError ? linkFailed(this.ctx, err) : Promise.reject(err)));
       if (process.env[DIVERGE_FAULT_ENV] === `${init.rank}:${state.step}`) state.weights[0] = Math.fround(state.weights[0] + 1e-3);
       // Set on every rank alike (a rank with an empty shard has no batch statistics),
       // because it decides whether every rank joins the averaging all-reduce.
-      if (!r.skipped && state.runningStats.length > 0) this.statsDiverged = true;
+      // (With SyncBatchNorm every rank applies the same global statistics: nothing to average.)
+      if (!r.skipped && state.runningStats.length > 0 && !cfg.syncBn) this.statsDiverged = true;
       this.report(r, dataMs);
       stepInEpoch++;
       this.stepInProgress = state.step + 1;
@@ -339,6 +350,21 @@ class GroupTrainer {
       stepMs: r.stepMs + (performance.now() - checksumStart), ...tensorMemory(),
       ...(timeline ? { timeline: packEvents(timeline.drain()) } : {}),
     });
+  }
+
+  /**
+   * SyncBatchNorm's link: each layer's small vector summed over the ranks
+   * through the communication thread's blocking channel, with a sequence
+   * number from the one counter every all-reduce takes them from.
+   */
+  private syncBatchNorm(comm: CommThread, replica: Replica): void {
+    const { rank, worldSize } = this.init;
+    const widest = Math.max(0, ...replica.spec.batchNorms.map((bn) => bn.channels));
+    // Forward: every rank's (count, mean, variance) slots; backward: two sums per channel.
+    this.syncReady = comm.prepareSync(Math.max(worldSize * (1 + 2 * widest), 2 * widest));
+    this.syncReady.catch(() => {}); // seen by runSteps, which awaits it
+
+    replica.batchNormSync = { rank, worldSize, sum: (v) => comm.syncAllReduce(v, this.reduceSeq++) };
   }
 
   /**

@@ -38,10 +38,14 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--timeline <file>', 'also write a Chrome trace (Perfetto, chrome://tracing) of every step: data wait, forward, backward, each bucket\'s all-reduce, optimizer')
     .addOption(new Option('--bucket-mb <mb>', 'distributed runs: gradient bucket cap in MB (the first bucket is 1 MB), reduced during backward')
       .argParser(numberFlag(0, true)).default(DEFAULT_BUCKET_CAP_MB))
-    .option('--no-overlap', 'distributed runs: one all-reduce of the whole gradient after backward, instead of buckets during it')
+    .addOption(new Option('--overlap <mode>', 'distributed runs: on: gradient buckets all-reduced during backward by a communication thread; ' +
+      'off: one all-reduce after backward; auto: on with the tensorflow backend, off on wasm/cpu, where compute and communication share the cores')
+      .choices(['auto', 'on', 'off']).default('auto'))
     .addOption(new Option('--accumulate <k>', 'gradient accumulation: micro-batches per optimizer step, one all-reduce per step ' +
       '(each worker cuts its share of the global batch into k; more than its images leaves some empty, which compute nothing) (default: 1)')
-      .argParser(intFlag(1)));
+      .argParser(intFlag(1)))
+    .option('--sync-bn', 'distributed runs: BatchNorm normalises with the global batch\'s statistics (SyncBatchNorm: two small blocking ' +
+      'all-reduces per BatchNorm layer per step), not each worker\'s own shard\'s; for small per-worker batches');
 }
 
 /** Builds a validated TrainConfig from parsed commander options. */
@@ -50,8 +54,10 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
   for (const key of Object.keys(DEFAULTS) as (keyof TrainConfig)[]) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
-  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'timeline', 'bucketMb', 'overlap', 'accumulate'] as const) {
+  for (const key of ['dataDir', 'trainLimit', 'testLimit', 'loaderThreads', 'tensorboard', 'timeline', 'bucketMb', 'accumulate', 'syncBn'] as const) {
     if (opts[key] !== undefined) (cfg as unknown as Record<string, unknown>)[key] = opts[key];
   }
+  // auto stays absent: the coordinator decides from the backend.
+  if (opts.overlap === 'on' || opts.overlap === 'off') cfg.overlap = opts.overlap === 'on';
   return cfg;
 }

@@ -4,6 +4,7 @@
 // statistics) happens on the host over flat Float32Arrays, outside this class.
 import * as tf from '@tensorflow/tfjs-core';
 import { forward, reluGradientFor, type ForwardMode, type ParamTensors, type ReluGradient } from './forward.js';
+import type { BatchNormSync } from './batchnorm.js';
 import { constant } from './constants.js';
 import { readGradients, readTensorInto, transferModeFor, uploadParams, type TransferMode } from './device-transfer.js';
 import type { ModelSpec } from './spec.js';
@@ -53,6 +54,12 @@ export function devicePathFor(backend: string): DevicePath {
 
 export class Replica {
   private params: tf.Tensor[] = [];
+  /**
+   * SyncBatchNorm (--sync-bn): training-mode BatchNorm uses the global
+   * batch's statistics through this link to the other ranks; null: this
+   * replica's own (the default, as PyTorch DDP).
+   */
+  batchNormSync: BatchNormSync | null = null;
   /** The active backend's way by default; test/tfjs-node-conformance forces tfjs-node's on a CPU. */
   readonly path: DevicePath;
 
@@ -102,11 +109,15 @@ export class Replica {
     batch: Batch, lossScale: number, gradOut: Float32Array, onGradient?: (param: number) => void, accumulate = false,
   ): GradientResult {
     if (gradOut.length !== this.spec.paramCount) throw new Error('gradient buffer has the wrong length');
-    if (batch.count === 0) {
+    // With SyncBatchNorm an empty shard still takes part in every layer's sums, in order: a stand-in image that counts for nothing.
+    const ghost = batch.count === 0 && this.batchNormSync !== null && this.spec.batchNorms.length > 0;
+    if (batch.count === 0 && !ghost) {
       if (!accumulate) gradOut.fill(0);
       if (onGradient) this.spec.params.forEach((_, i) => onGradient(i));
       return { lossSum: 0, correct: 0, count: 0, batchStats: null, backwardMs: 0, forwardMs: 0 };
     }
+    if (ghost) batch = this.standIn();
+    const sync = ghost ? { ...this.batchNormSync!, ghost: true } : this.batchNormSync;
     const stats = new Map<string, LayerStats>();
     const kept: tf.Tensor[] = [];
     const x = this.input(batch);
@@ -115,13 +126,14 @@ export class Replica {
       const start = performance.now();
       let forwardEnd = start;
       const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]) => {
-        const named = onGradient ? new GradientTaps(this.spec, ps, gradOut, onGradient, accumulate) : this.named(ps);
+        const named = onGradient ? new GradientTaps(this.spec, ps, gradOut, onGradient, accumulate, ghost) : this.named(ps);
         const logits = forward(this.spec, named, x, {
           kind: 'train',
           onBatchStats: (name, mean, variance, count) => {
             stats.set(name, { mean, variance, count });
             kept.push(mean, variance);
           },
+          sync,
         }, this.path.reluGradient);
         kept.push(tf.keep(logits));
         const loss = tf.mul(tf.neg(tf.sum(tf.mul(labels, tf.logSoftmax(logits)))), constant(lossScale)) as tf.Scalar;
@@ -129,13 +141,24 @@ export class Replica {
         return loss;
       })(this.params);
       const backwardMs = performance.now() - start;
-      if (!onGradient) readGradients(this.spec, grads, gradOut, this.path.transfer, accumulate);
+      // A stand-in's gradient is nothing: zeros, or nothing added.
+      if (ghost && !onGradient && !accumulate) gradOut.fill(0);
+      else if (!onGradient && !ghost) readGradients(this.spec, grads, gradOut, this.path.transfer, accumulate);
       tf.dispose([value, ...grads]);
       const logits = kept[kept.length - 1] as tf.Tensor2D;
-      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats: this.readBatchStats(stats), backwardMs, forwardMs: forwardEnd - start };
+      // Synced statistics are the global batch's, the same on every rank, a stand-in's included (none if no rank had images).
+      const batchStats = [...stats.values()].some((s) => s.count === 0) ? null : this.readBatchStats(stats);
+      if (ghost) return { lossSum: 0, correct: 0, count: 0, batchStats, backwardMs, forwardMs: forwardEnd - start };
+      return { ...scoreLogits(logits.dataSync() as Float32Array, batch, this.spec.config.numClasses), batchStats, backwardMs, forwardMs: forwardEnd - start };
     } finally {
       tf.dispose([x, labels, ...kept]);
     }
+  }
+
+  /** One zero image: what a rank without images runs so that SyncBatchNorm's sums go on in step. */
+  private standIn(): Batch {
+    const [h, w, c] = this.imageShape;
+    return { x: new Float32Array(h * w * c), y: new Int32Array(1), count: 1 };
   }
 
   /** Eval-mode loss sum and correct count, normalising with the given running statistics. */
@@ -238,6 +261,8 @@ class GradientTaps extends Map<string, tf.Tensor> {
     private readonly onGradient: (param: number) => void,
     /** Add into gradOut (gradient accumulation's last micro-batch) instead of writing. */
     private readonly accumulate: boolean,
+    /** A stand-in batch (SyncBatchNorm on an empty shard): its gradient counts as zero. */
+    private readonly ghost = false,
   ) {
     super();
     spec.params.forEach((p, i) => this.index.set(p.name, i));
@@ -252,7 +277,8 @@ class GradientTaps extends Map<string, tf.Tensor> {
     const tap = tf.customGrad<tf.Tensor>((x) => ({
       value: tf.clone(x as tf.Tensor),
       gradFunc: (dy: tf.Tensor) => {
-        readTensorInto(dy, this.gradOut, offset, this.accumulate);
+        if (!this.ghost) readTensorInto(dy, this.gradOut, offset, this.accumulate);
+        else if (!this.accumulate) this.gradOut.fill(0, offset, offset + this.spec.params[i].size);
         this.onGradient(i);
         return dy;
       },

@@ -43,9 +43,11 @@ export interface TrainConfig {
    */
   bucketMb?: number;
   /**
-   * Distributed runs: false reduces the whole gradient once after backward,
-   * in the worker's own thread; absent or true, buckets are reduced during
-   * backward by a communication thread (allreduce/comm-thread.ts).
+   * Distributed runs: true reduces gradient buckets during backward in a
+   * communication thread (allreduce/comm-thread.ts); false, the whole
+   * gradient once after backward, in the worker's own thread. Absent (auto):
+   * the coordinator picks true for the tensorflow backend and false for
+   * wasm/cpu, and sends its choice to every worker in the config.
    */
   overlap?: boolean;
   /**
@@ -56,6 +58,13 @@ export interface TrainConfig {
    * its own statistics and updates the running ones once per micro-batch.
    */
   accumulate?: number;
+  /**
+   * SyncBatchNorm (torch.nn.SyncBatchNorm): in training, every BatchNorm
+   * normalises with the whole global batch's statistics, summed over the
+   * ranks inside forward and backward (model/batchnorm.ts); absent or false,
+   * each replica uses its own shard's, as PyTorch DDP does by default.
+   */
+  syncBn?: boolean;
 }
 
 /** The seed's recipe: ResNet50 width 64, batch 128, SGD 0.1/0.9/5e-4, cosine T_max 60, 61 epochs. */
