@@ -13,7 +13,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/common/backend/backend.js';
 import { buildModelSpec, initParams, initRunningStats, type ModelSpec } from '../src/common/model/spec.js';
-import { Replica, type Batch } from '../src/common/model/replica.js';
+import { Replica } from '../src/common/model/replica.js';
 import { microBatches } from '../src/common/training/micro-batches.js';
 import { TrainStep } from '../src/common/training/step.js';
 import { ReplicaState } from '../src/worker/replica-state.js';
@@ -21,21 +21,14 @@ import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { train } from '../src/common/training/single-process.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { relativeError } from './helpers/compare.js';
+import { lcg, randomBatch } from './helpers/random-batch.js';
 
 const HYPER = { momentum: 0.9, weightDecay: 5e-4 };
 const PX = 32 * 32 * 3;
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-accumulate-'));
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => (s = (s * 16807) % 2147483647) / 2147483647;
-}
 
-function batchOf(count: number, seed: number): Batch {
-  const rand = lcg(seed);
-  return { x: Float32Array.from({ length: count * PX }, () => rand() * 2 - 1), y: Int32Array.from({ length: count }, (_, i) => (i * 3 + seed) % 10), count };
-}
 
 const tiny = (norm: 'none' | 'batch'): ModelSpec => buildModelSpec({ name: 'resnet18', width: 2, numClasses: 10, inChannels: 3, norm });
 const stateOf = (spec: ModelSpec) =>
@@ -55,7 +48,7 @@ beforeAll(async () => {
 
 describe('micro-batches', () => {
   test('consecutive views, as even as possible, the first ones larger; more pieces than images leaves empty ones', () => {
-    const b = batchOf(7, 1);
+    const b = randomBatch(7, 1);
     const pieces = microBatches(b, 3);
     expect(pieces.map((p) => p.count)).toEqual([3, 2, 2]);
     expect(pieces.map((p) => p.x.length)).toEqual([3 * PX, 2 * PX, 2 * PX]);
@@ -63,7 +56,7 @@ describe('micro-batches', () => {
     expect(Array.from(pieces[2].y)).toEqual(Array.from(b.y.subarray(5)));
     expect(pieces[2].x[0]).toBe(b.x[5 * PX]);
     expect(microBatches(b, 1)[0]).toBe(b);
-    expect(microBatches(batchOf(2, 1), 4).map((p) => p.count)).toEqual([1, 1, 0, 0]);
+    expect(microBatches(randomBatch(2, 1), 4).map((p) => p.count)).toEqual([1, 1, 0, 0]);
     expect(microBatches({ x: new Float32Array(0), y: new Int32Array(0), count: 0 }, 2).map((p) => p.count)).toEqual([0, 0]);
     expect(() => microBatches(b, 0)).toThrow(/positive integer/);
     expect(() => new TrainStep(new Replica(tiny('none'), stateOf(tiny('none')).weights), stateOf(tiny('none')), { hyper: HYPER, accumulate: 1.5 }))
@@ -75,7 +68,7 @@ describe('a gradient read that adds', () => {
   test('per-tensor, one-tensor and the taps: the second read adds (g + g = 2g exactly), an empty batch adds nothing', () => {
     const spec = tiny('none');
     const weights = initParams(spec, lcg(3));
-    const b = batchOf(2, 4);
+    const b = randomBatch(2, 4);
     for (const transfer of ['per-tensor', 'one-tensor'] as const) {
       const replica = new Replica(spec, weights, [32, 32, 3], { transfer, reluGradient: 'step' });
       for (const taps of [false, true]) {
@@ -103,7 +96,7 @@ describe('one rank', () => {
         const state = stateOf(spec);
         const replica = new Replica(spec, state.weights, [32, 32, 3]);
         const step = new TrainStep(replica, state, { hyper: HYPER, accumulate });
-        const reports = [await step.run(batchOf(8, 11), 8, 0.05), await step.run(batchOf(8, 12), 8, 0.05)];
+        const reports = [await step.run(randomBatch(8, 11), 8, 0.05), await step.run(randomBatch(8, 12), 8, 0.05)];
         replica.dispose();
         return { state, reports };
       };

@@ -9,25 +9,18 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/common/backend/backend.js';
 import { buildModelSpec, initParams, initRunningStats, type ModelSpec } from '../src/common/model/spec.js';
-import { Replica, type Batch } from '../src/common/model/replica.js';
+import { Replica } from '../src/common/model/replica.js';
 import { TrainStep, type StepReport } from '../src/common/training/step.js';
 import { ReplicaState } from '../src/worker/replica-state.js';
 import { createMemoryRing, RingAllReducer } from '../src/common/allreduce/index.js';
 import { CommThread } from '../src/common/allreduce/comm-thread.js';
 import { planBuckets } from '../src/common/allreduce/buckets.js';
+import { lcg, randomBatch } from './helpers/random-batch.js';
 
 const HYPER = { momentum: 0.9, weightDecay: 5e-4 };
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => (s = (s * 16807) % 2147483647) / 2147483647;
-}
 
-function batchOf(count: number, seed: number): Batch {
-  const rand = lcg(seed);
-  return { x: Float32Array.from({ length: count * 32 * 32 * 3 }, () => rand() * 2 - 1), y: Int32Array.from({ length: count }, (_, i) => (i * 3 + seed) % 10), count };
-}
 
 const comms: CommThread[] = [];
 beforeAll(async () => {
@@ -83,7 +76,7 @@ function oneShotRanks(spec: ModelSpec): Rank[] {
   });
 }
 
-const shards = (s: number) => [batchOf(2, 100 + s), batchOf(2, 200 + s)];
+const shards = (s: number) => [randomBatch(2, 100 + s), randomBatch(2, 200 + s)];
 const runBoth = (ranks: Rank[], s: number): Promise<StepReport[]> => Promise.all(ranks.map((r, rank) => r.step.run(shards(s)[rank], 4, 0.05)));
 
 describe('bucketed step', () => {

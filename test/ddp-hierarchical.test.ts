@@ -8,22 +8,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
+import type { TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator, type CoordinatorOptions } from '../src/coordinator/coordinator.js';
 import { runWorker, THROW_FAULT_ENV } from '../src/worker/worker.js';
 import type { HostPort } from '../src/common/protocol/index.js';
 import { relativeError } from './helpers/compare.js';
+import { tinyRunConfig } from './helpers/tiny-run.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-hier-'));
 const TOKEN = 'hierarchical-test-token';
 
-function tinyConfig(overrides: Partial<TrainConfig>): TrainConfig {
-  return {
-    ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu',
-    trainLimit: 36, testLimit: 12, batchSize: 12, epochs: 2, seed: 3, plots: false, loaderThreads: 1,
-    out: tmp(), ...overrides,
-  };
-}
+
 
 afterEach(() => {
   delete process.env[THROW_FAULT_ENV];
@@ -53,7 +48,7 @@ async function mixedRun(
 
 describe('hierarchical all-reduce: local threads and other workers', () => {
   test('2 threads + 1 other worker end with the 1-worker weights, wired hierarchically', async () => {
-    const cfg = tinyConfig({ norm: 'none', maxSteps: 4 });
+    const cfg = tinyRunConfig({ norm: 'none', maxSteps: 4 });
     const one = await runCoordinator({ ...cfg, out: tmp() }, { workers: 1, port: 0 });
     const lines: string[] = [];
     const result = await mixedRun({ ...cfg, out: tmp() }, 2, 1, lines);
@@ -66,7 +61,7 @@ describe('hierarchical all-reduce: local threads and other workers', () => {
   }, 120_000);
 
   test('the other worker failing at step 2 shrinks the group to the 2 threads on shared memory, and the run finishes', async () => {
-    const cfg = tinyConfig({ norm: 'none', maxSteps: 4 });
+    const cfg = tinyRunConfig({ norm: 'none', maxSteps: 4 });
     process.env[THROW_FAULT_ENV] = '2:2';
     const lines: string[] = [];
     const result = await mixedRun(cfg, 2, 1, lines);
@@ -79,7 +74,7 @@ describe('hierarchical all-reduce: local threads and other workers', () => {
   }, 120_000);
 
   test('a thread failing at step 2 shrinks 3 threads + 1 to 2 threads + 1, hierarchical again on the re-prepared region', async () => {
-    const cfg = tinyConfig({ norm: 'none', maxSteps: 4 });
+    const cfg = tinyRunConfig({ norm: 'none', maxSteps: 4 });
     // The threads took a copy of the environment when they started; the other
     // worker, which becomes rank 2 of the next group, must not see it.
     process.env[THROW_FAULT_ENV] = '2:2';

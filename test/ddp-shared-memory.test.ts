@@ -7,21 +7,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { DEFAULTS, type TrainConfig } from '../src/common/training/config.js';
 import { runCoordinator } from '../src/coordinator/coordinator.js';
 import { SHARED_MEMORY_ENV } from '../src/coordinator/local-workers.js';
 import { THROW_FAULT_ENV } from '../src/worker/worker.js';
 import { relativeError } from './helpers/compare.js';
+import { tinyRunConfig } from './helpers/tiny-run.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ddp-shm-'));
 
-function tinyConfig(overrides: Partial<TrainConfig>): TrainConfig {
-  return {
-    ...DEFAULTS, model: 'resnet18', width: 2, dataset: 'synthetic', backend: 'cpu',
-    trainLimit: 36, testLimit: 12, batchSize: 12, epochs: 2, seed: 3, plots: false, loaderThreads: 1,
-    out: tmp(), ...overrides,
-  };
-}
+
 
 afterEach(() => {
   delete process.env[SHARED_MEMORY_ENV];
@@ -30,7 +24,7 @@ afterEach(() => {
 
 describe('thread mode with the shared-memory all-reduce', () => {
   test('2 and 3 threads end with the 1-worker weights, and the ring gives the same', async () => {
-    const cfg = tinyConfig({ norm: 'none', maxSteps: 4 });
+    const cfg = tinyRunConfig({ norm: 'none', maxSteps: 4 });
     const one = await runCoordinator({ ...cfg, out: tmp() }, { workers: 1, port: 0 });
     const shared: Record<number, Float32Array> = {};
     for (const workers of [2, 3]) {
@@ -49,7 +43,7 @@ describe('thread mode with the shared-memory all-reduce', () => {
   }, 180_000);
 
   test('with BatchNorm, a thread that fails at step 2 shrinks 3 threads to 2 on the shared region, and the run finishes', async () => {
-    const cfg = tinyConfig({ norm: 'batch', maxSteps: 5 });
+    const cfg = tinyRunConfig({ norm: 'batch', maxSteps: 5 });
     process.env[THROW_FAULT_ENV] = '2:2';
     const lines: string[] = [];
     const result = await runCoordinator(cfg, { workers: 3, port: 0, checksumEvery: 1, log: (l) => lines.push(l) });

@@ -104,8 +104,8 @@ export async function runCoordinator(requested: TrainConfig, options: Coordinato
 
   // Workers receive the data from here (or from their cache), so only the coordinator needs the files.
   const exchange = worldSize === 1 ? '' : cfg.overlap ? `, buckets of ${cfg.bucketMb ?? DEFAULT_BUCKET_CAP_MB} MB reduced during backward` : ', one all-reduce after backward';
-  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce${exchange}` +
-    (wire === 'fp32' ? '' : `, ${wire} wire (compressed: lossy sums)`));
+  const { data, spec, state, outputs } = await prepareRun(cfg, log, `${worldSize} worker${worldSize === 1 ? '' : 's'}, ${allreduce} all-reduce` +
+    (wire === 'fp32' ? '' : `, ${wire} wire (compressed: lossy sums)`) + exchange);
   const dataset = datasetForWorkers(data);
   const feed = options.dashboard === false
     ? null

@@ -100,9 +100,7 @@ export function batchNormTrainSync(
     const count = g.count;
     const mean = tf.tensor1d(g.mean);
     const variance = tf.tensor1d(g.variance);
-    const invStd = tf.rsqrt(tf.add(variance, constant(BN_EPS)));
-    const xhat = tf.mul(tf.sub(xt, mean), invStd);
-    const y = tf.add(tf.mul(xhat, gammaIn as tf.Tensor), betaIn as tf.Tensor);
+    const { y, xhat, invStd } = normalize(tf.sub(xt, mean), variance, gammaIn as tf.Tensor, betaIn as tf.Tensor);
     (save as tf.GradSaveFunc)([xhat, invStd, gammaIn as tf.Tensor]);
     sink(tf.keep(mean), tf.keep(variance), count);
     return {
@@ -119,12 +117,8 @@ export function batchNormTrainSync(
           sums.set(dGamma.dataSync() as Float32Array, c);
         }
         sync.sum(sums);
-        const sumDy = tf.tensor1d(sums.subarray(0, c));
-        const sumDyXhat = tf.tensor1d(sums.subarray(c));
-        // dx = gamma * invStd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)), M and the sums over the global batch
-        const scale = tf.div(tf.mul(gm, inv), constant(count));
-        const inner = tf.sub(tf.sub(tf.mul(gy, constant(count)), sumDy), tf.mul(xh, sumDyXhat));
-        return [tf.mul(inner, scale), dGamma, dBeta];
+        const dx = inputGradient(gy, xh, inv, gm, count, tf.tensor1d(sums.subarray(0, c)), tf.tensor1d(sums.subarray(c)));
+        return [dx, dGamma, dBeta];
       },
     };
   });
@@ -144,9 +138,7 @@ export function batchNormTrain(
     const mean = tf.mean(xt, AXES) as tf.Tensor1D;
     const centered = tf.sub(xt, mean);
     const variance = tf.mean(tf.square(centered), AXES) as tf.Tensor1D;
-    const invStd = tf.rsqrt(tf.add(variance, constant(BN_EPS)));
-    const xhat = tf.mul(centered, invStd);
-    const y = tf.add(tf.mul(xhat, gammaIn as tf.Tensor), betaIn as tf.Tensor);
+    const { y, xhat, invStd } = normalize(centered, variance, gammaIn as tf.Tensor, betaIn as tf.Tensor);
     (save as tf.GradSaveFunc)([xhat, invStd, gammaIn as tf.Tensor]);
     // The statistics leave the forward pass for the running-average update; keep
     // them past the tidy that customGrad runs the forward in.
@@ -158,14 +150,29 @@ export function batchNormTrain(
         const [xh, inv, gm] = saved;
         const dBeta = tf.sum(g, AXES);
         const dGamma = tf.sum(tf.mul(g, xh), AXES);
-        // dx = gamma * invStd / M * (M * dy - dBeta - xhat * dGamma)
-        const scale = tf.div(tf.mul(gm, inv), constant(count));
-        const inner = tf.sub(tf.sub(tf.mul(g, constant(count)), dBeta), tf.mul(xh, dGamma));
-        return [tf.mul(inner, scale), dGamma, dBeta];
+        return [inputGradient(g, xh, inv, gm, count, dBeta, dGamma), dGamma, dBeta];
       },
     };
   });
   return op(x, gamma, beta) as tf.Tensor4D;
+}
+
+/** x̂ = centered / sqrt(variance + eps) and y = gamma x̂ + beta, the forward both kinds of BatchNorm share. */
+function normalize(centered: tf.Tensor, variance: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): { y: tf.Tensor; xhat: tf.Tensor; invStd: tf.Tensor } {
+  const invStd = tf.rsqrt(tf.add(variance, constant(BN_EPS)));
+  const xhat = tf.mul(centered, invStd);
+  return { y: tf.add(tf.mul(xhat, gamma), beta), xhat, invStd };
+}
+
+/**
+ * dx = gamma * invStd / M * (M * dy - sum(dy) - x̂ * sum(dy * x̂)), with M and
+ * the two sums over the batch the statistics came from (this replica's, or
+ * the global batch's for SyncBatchNorm).
+ */
+function inputGradient(dy: tf.Tensor, xhat: tf.Tensor, invStd: tf.Tensor, gamma: tf.Tensor, count: number, sumDy: tf.Tensor, sumDyXhat: tf.Tensor): tf.Tensor {
+  const scale = tf.div(tf.mul(gamma, invStd), constant(count));
+  const inner = tf.sub(tf.sub(tf.mul(dy, constant(count)), sumDy), tf.mul(xhat, sumDyXhat));
+  return tf.mul(inner, scale);
 }
 
 /** Eval mode: a per-channel affine map from the running statistics. */
