@@ -6,16 +6,12 @@
 import { parentPort } from 'node:worker_threads';
 import { AllReduceError, errorMessage } from './errors.js';
 import { buildReducer } from './reducer-factory.js';
+import { waitAsync } from './shared-memory.js';
+import { clockMs } from '../io/timeline.js';
 import { RingEndpoint } from './transport/ring-wiring.js';
 import type { AllReducer } from './reducer.js';
 import { SYNC, type CommReply, type CommRequest, type CommSpan } from './comm-thread-types.js';
 
-const wallMs = (): number => performance.timeOrigin + performance.now();
-
-// Node 20's Atomics has waitAsync; TypeScript's es2022 lib does not declare it.
-type WaitAsync = (a: Int32Array, index: number, value: number) =>
-  { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 class CommThreadBody {
   private endpoint: RingEndpoint | null = null;
@@ -75,9 +71,9 @@ class CommThreadBody {
       case 'reduce': {
         const memory = req.buffer === 'memory' ? this.memory : this.staging;
         if (memory === null) throw new Error(`internal: no ${req.buffer} buffer attached to the communication thread`);
-        const startMs = wallMs();
+        const startMs = clockMs();
         await this.reducerOrThrow().allReduceSum(new Float32Array(memory, req.offset * 4, req.count), req.seq);
-        const spans: CommSpan[] = [{ name: 'allreduce', startMs, endMs: wallMs(), args: { seq: req.seq, elements: req.count } }];
+        const spans: CommSpan[] = [{ name: 'allreduce', startMs, endMs: clockMs(), args: { seq: req.seq, elements: req.count } }];
         this.post({ op: 'done', id: req.id, spans });
         return;
       }
@@ -147,7 +143,7 @@ class CommThreadBody {
         if (released) await this.nextWake();
         else await this.waitForBucket(control, index, req.token, true);
       }
-      const startMs = wallMs();
+      const startMs = clockMs();
       const seq = req.seq0 + index;
       try {
         await reducer.allReduceSum(new Float32Array(memory, b.offset * 4, b.count), seq);
@@ -157,7 +153,7 @@ class CommThreadBody {
       }
       this.post({
         op: 'bucket', id: req.id, index,
-        spans: [{ name: `allreduce bucket ${index}`, startMs, endMs: wallMs(), args: { bucket: index, seq, elements: b.count, bytes: b.count * 4 } }],
+        spans: [{ name: `allreduce bucket ${index}`, startMs, endMs: clockMs(), args: { bucket: index, seq, elements: b.count, bytes: b.count * 4 } }],
       });
     }
   }

@@ -159,7 +159,8 @@ function sumKernel(memory: WebAssembly.Memory): SumKernel {
 
 type WaitAsync = (a: Int32Array, index: number, value: number, timeout?: number) =>
   { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+/** Node 20's Atomics.waitAsync, which TypeScript's es2022 lib does not declare (the communication thread waits with it too). */
+export const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 export interface SharedMemoryOptions {
   rank: number;

@@ -35,6 +35,7 @@ import type { SgdBuffers } from '../optim/sgd-buffers.js';
 import { BucketFill, type BucketedExchange } from '../allreduce/buckets.js';
 import type { Batch, GradientResult, Replica } from '../model/replica.js';
 import { microBatches } from './micro-batches.js';
+import { clockMs } from '../io/timeline.js';
 
 /** What a step changes. A single process's run state and a worker's ReplicaState are both one. */
 export interface OptimizerState {
@@ -103,8 +104,6 @@ export interface StepReport {
   stepMs: number;
 }
 
-const wallMs = (): number => performance.timeOrigin + performance.now();
-
 /** The step's micro-batches together: their sums, times, and each one's batch statistics in order. */
 interface Accumulated {
   lossSum: number;
@@ -158,24 +157,24 @@ export class TrainStep {
     const reduceStart = performance.now();
 
     // Sum over the ranks: the only point where ranks wait for each other.
-    const reduceWall = wallMs();
+    const reduceWall = clockMs();
     await exchange?.allReduce(grad);
     const reduceEnd = performance.now();
-    if (exchange) timeline?.('allreduce', reduceWall, wallMs());
-    const waitStart = wallMs();
+    if (exchange) timeline?.('allreduce', reduceWall, clockMs());
+    const waitStart = clockMs();
     await hooks?.beforeUpdate?.();
-    if (hooks?.beforeUpdate) timeline?.('commit wait', waitStart, wallMs());
+    if (hooks?.beforeUpdate) timeline?.('commit wait', waitStart, clockMs());
 
     // Every rank holds the same sum, so every rank decides alike: a non-finite
     // sum skips the update everywhere, and the replicas stay equal.
     // torch.optim.SGD with momentum and weight decay; a skipped first step
     // leaves the momentum at zero, and m * 0 + g = g is the first-step rule anyway.
-    const sgdStart = wallMs();
+    const sgdStart = clockMs();
     const skipped = !state.params.step({ lr, ...this.setup.hyper }, state.step === 0);
-    const uploadStart = wallMs();
+    const uploadStart = clockMs();
     timeline?.('optimizer', sgdStart, uploadStart);
     this.finish(res.batchStats, skipped);
-    timeline?.('upload', uploadStart, wallMs());
+    timeline?.('upload', uploadStart, clockMs());
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: localNonFinite ?? skipped, skipped,
       gradMs: reduceStart - start, backwardMs: res.backwardMs, reduceMs: reduceEnd - reduceStart, stepMs: performance.now() - start,
@@ -212,9 +211,9 @@ export class TrainStep {
     hooks?.afterBackward?.(grad);
     handOver(last);
 
-    const waitStart = wallMs();
+    const waitStart = clockMs();
     await hooks?.beforeUpdate?.();
-    timeline?.('commit wait', waitStart, wallMs());
+    timeline?.('commit wait', waitStart, clockMs());
     // Bucket by bucket as the sums arrive, into the spare pair; applied only if all were finite.
     const hyper = { lr, ...this.setup.hyper };
     let finite = true;
@@ -223,14 +222,14 @@ export class TrainStep {
       const waited = performance.now();
       await buckets.reduced(b.index);
       reduceMs += performance.now() - waited;
-      const sgdStart = wallMs();
+      const sgdStart = clockMs();
       finite = params.stepRange(hyper, state.step === 0, b.offset, b.count) && finite;
-      timeline?.('optimizer', sgdStart, wallMs(), { bucket: b.index });
+      timeline?.('optimizer', sgdStart, clockMs(), { bucket: b.index });
     }
     const skipped = !params.commit(finite);
-    const uploadStart = wallMs();
+    const uploadStart = clockMs();
     this.finish(res.batchStats, skipped);
-    timeline?.('upload', uploadStart, wallMs());
+    timeline?.('upload', uploadStart, clockMs());
     return {
       lossSum: res.lossSum, correct: res.correct, count: res.count, localNonFinite: !localFinite, skipped,
       gradMs: backwardEnd - start, backwardMs: res.backwardMs, reduceMs, stepMs: performance.now() - start,
@@ -248,7 +247,7 @@ export class TrainStep {
   private computeMicro(micro: Batch[], i: number, lossScale: number, sums: Accumulated, onGradient?: (param: number) => void): void {
     const { timeline } = this.setup;
     const start = performance.now();
-    const startWall = wallMs();
+    const startWall = clockMs();
     const r: GradientResult = this.replica.computeGradients(micro[i], lossScale, this.grad, onGradient, i > 0);
     const args = micro.length > 1 ? { micro: i } : undefined;
     timeline?.('forward', startWall, startWall + r.forwardMs, args);
