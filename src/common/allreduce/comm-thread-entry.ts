@@ -141,7 +141,7 @@ class CommThreadBody {
         if (released && syncsRun >= before) break;
         // Released, but a blocking all-reduce made before it is still in its message: wait for that.
         if (released) await this.nextWake();
-        else await this.waitForBucket(control, index, req.token, true);
+        else await this.waitForBucket(control, index, req.token);
       }
       const startMs = clockMs();
       const seq = req.seq0 + index;
@@ -158,15 +158,12 @@ class CommThreadBody {
     }
   }
 
-  /**
-   * Until the compute thread stores `token` in control[index] (or the thread
-   * closes; with `orSync`, or a blocking all-reduce arrives).
-   */
-  private async waitForBucket(control: Int32Array, index: number, token: number, orSync = false): Promise<void> {
+  /** Until the compute thread stores `token` in control[index], a blocking all-reduce arrives, or the thread closes. */
+  private async waitForBucket(control: Int32Array, index: number, token: number): Promise<void> {
     for (;;) {
       if (this.closed) throw new AllReduceError('the communication thread was closed while it waited for a gradient bucket');
       const seen = Atomics.load(control, index);
-      if (seen === token || (orSync && this.syncWaiting)) return;
+      if (seen === token || this.syncWaiting) return;
       const wait = waitAsync(control, index, seen);
       if (!wait.async) continue;
       let wake!: () => void;
